@@ -1,0 +1,156 @@
+"""The ``mtkd`` command line. Plugins add commands through the ``register_commands(cli)`` hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import MtkdError
+
+console = Console(stderr=True)
+out = Console()
+
+
+class MtkdGroup(click.Group):
+    """Renders MtkdError as a short message with exit code 2; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MtkdError as exc:
+            if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
+                raise
+            render_error(exc)
+            sys.exit(exc.exit_code)
+
+
+def render_error(exc: MtkdError) -> None:
+    where = exc.file or ""
+    if exc.path:
+        where = f"{where}: {exc.path}" if where else exc.path
+    console.print(f"[bold red]Error[/]{' in ' + where if where else ''}: {exc.message}", highlight=False)
+    if exc.expected is not None:
+        console.print(f"  [dim]expected:[/] {exc.expected}", highlight=False)
+    if exc.found is not None:
+        console.print(f"  [dim]found:[/] {exc.found!r}", highlight=False)
+    if exc.hint:
+        console.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+
+
+def plugin_option(f):
+    return click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
+                        help="Load an extra plugin: an importable module or a .py file (repeatable).")(f)
+
+
+def set_option(f):
+    return click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                        help="Override a recipe value, e.g. --set training.lr=3e-5 (repeatable).")(f)
+
+
+@click.group(cls=MtkdGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="mtkd")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """mtkd: multi-task knowledge distillation (MT-DNN-KD) for natural language understanding."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# ---------------------------------------------------------------- plugins
+
+
+@cli.group()
+def plugins():
+    """Installed plugins and the components they register."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, plugin, version}.")
+@plugin_option
+def plugins_list(as_json, plugins):
+    """List every registered component with the plugin that registered it."""
+    from .plugins import get_registries, load_plugins
+
+    load_plugins(plugins)
+    rows = [{"kind": kind, "name": e.name, "plugin": e.plugin, "version": e.version,
+             "distribution": e.distribution, "description": e.description}
+            for kind, e in get_registries().all()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="mtkd components")
+    for col in ("kind", "name", "plugin", "version", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["plugin"], r["version"] or "local", r["description"])
+    out.print(table)
+
+
+# ---------------------------------------------------------------- recipes
+
+
+@cli.group()
+def recipe():
+    """Validate, inspect and run recipes."""
+
+
+@recipe.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@set_option
+@plugin_option
+def recipe_validate(files, overrides, plugins):
+    """Check recipes (both passes); exit code 2 on the first invalid one."""
+    from .recipe import load_recipe
+
+    for f in files:
+        r = load_recipe(f, overrides, extra_plugins=plugins)
+        out.print(f"[green]ok[/] {f} [dim](hash {r.hash})[/]", highlight=False)
+
+
+@recipe.command("show")
+@click.argument("file", type=click.Path(path_type=Path))
+@set_option
+@plugin_option
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved recipe as JSON.")
+def recipe_show(file, overrides, plugins, as_json):
+    """Print the resolved recipe (extends, overrides and defaults applied) and its hash."""
+    import yaml
+
+    from .recipe import load_recipe
+
+    r = load_recipe(file, overrides, extra_plugins=plugins)
+    if as_json:
+        click.echo(json.dumps({"hash": r.hash, "recipe": r.resolved}, indent=2))
+        return
+    click.echo(f"# hash: {r.hash}")
+    click.echo(yaml.safe_dump(r.resolved, sort_keys=False))
+
+
+@recipe.command("schema")
+@plugin_option
+def recipe_schema(plugins):
+    """Print the recipe JSON Schema, including each registered component's parameters."""
+    from .plugins import load_plugins
+    from .recipe import json_schema
+
+    load_plugins(plugins)
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _register_plugin_commands() -> None:
+    from .plugins import get_plugin_manager
+
+    try:
+        get_plugin_manager().hook.register_commands(cli=cli)
+    except MtkdError as exc:  # a broken plugin must not take the whole CLI down
+        render_error(exc)
+
+
+_register_plugin_commands()

@@ -1,0 +1,62 @@
+"""Errors a user can act on. The CLI renders them without a traceback (unless ``--debug``)."""
+
+from __future__ import annotations
+
+
+class MtkdError(Exception):
+    """An error caused by input (a recipe, a data file, a checkpoint), not by a bug.
+
+    ``file`` and ``path`` say where (``recipes/x.yaml``, ``teachers.members[2].seed``);
+    ``expected`` and ``found`` say what was wrong; ``hint`` says what to do next.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file=None, path: str | None = None, expected: str | None = None,
+                 found=None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.path = path
+        self.expected = expected
+        self.found = found
+        self.hint = hint
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+        if self.path:
+            where = f"{where}: {self.path}" if where else self.path
+        text = f"{where}: {self.message}" if where else self.message
+        if self.expected is not None:
+            text += f"\n  expected: {self.expected}"
+        if self.found is not None:
+            text += f"\n  found: {self.found!r}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class RecipeError(MtkdError):
+    """A recipe that does not validate."""
+
+
+class UnknownComponentError(MtkdError):
+    """A component name that no plugin registered."""
+
+
+class DuplicateComponentError(MtkdError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class PluginError(MtkdError):
+    """A plugin that cannot be loaded or has a misspelled hook."""
+
+
+class DataError(MtkdError):
+    """A data file with a bad row, a missing column, or a layout that is not recognised."""
+
+
+class CheckpointError(MtkdError):
+    """A checkpoint or soft-target file that does not match what the run expects."""

@@ -1,0 +1,481 @@
+"""Recipes: YAML files validated in two passes, with ``extends:``, ``--set`` overrides and a content hash.
+
+Pass 1 checks the recipe's shape against the models below (unknown keys are errors). Pass 2
+checks every component section (``{type: NAME, ...params}``) against the parameter model that
+the plugin registering NAME declared, and fills in its defaults. The result is a
+:class:`Recipe` whose ``resolved`` dict is what ``mtkd recipe show`` prints and what is hashed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RecipeError
+from .params import recipe_error
+from .plugins import get_registries, load_plugins
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Component(BaseModel):
+    """``{type: NAME, ...params}``; params are checked in pass 2 against the plugin's schema."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict:
+        return {"type": self.type, **self.params}
+
+
+class TaskEntry(BaseModel):
+    """One task of the run. Keys other than those below are the task plugin's own parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    type: str | None = Field(None, description="registered task; defaults to `name`")
+    loss_weight: float = Field(1.0, gt=0)
+    max_train_examples: int | None = Field(None, gt=0, description="fixed-seed subsample of the training split")
+    max_eval_examples: int | None = Field(None, gt=0)
+
+    @property
+    def task_type(self) -> str:
+        return self.type or self.name
+
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class Data(BaseModel):
+    """Data settings. Other keys name data sources by family, e.g. ``glue: ../shared/data/glue``."""
+
+    model_config = ConfigDict(extra="allow")
+    max_length: int = Field(128, gt=8)
+    on_bad_rows: Literal["error", "skip"] = "error"
+    cache_dir: str | None = Field(None, description="tokenised-data cache; default ~/.cache/mtkd")
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Training(_Strict):
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    token_budget: int | None = Field(None, gt=0, description="size batches by padded tokens instead of examples")
+    group_by_length: bool = True
+    optimizer: Literal["adamw", "adamax"] = "adamw"
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    eval_every: int | Literal["epoch"] = "epoch"
+    save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
+    best_metric: str = Field("score", description="`score` (GLUE-style mean) or `TASK.METRIC`")
+    log_every: int = Field(10, gt=0)
+    sampling: Component
+    num_threads: int | None = Field(None, gt=0)
+
+
+class Objectives(_Strict):
+    classification: Component
+    regression: Component
+
+
+class Member(_Strict):
+    """One teacher: a variation of the base set-up, or an existing checkpoint."""
+
+    name: str | None = None
+    seed: int | None = None
+    checkpoint: str | None = None
+    encoder: dict | None = None
+    heads: dict[str, dict] | None = None
+    training: dict | None = None
+    bootstrap: bool = Field(False, description="train on a bootstrap resample of every task")
+
+
+class Teachers(_Strict):
+    tasks: list[str] | None = Field(None, description="tasks to distil; default all")
+    members: list[Member] = Field(min_length=1)
+    aggregation: Component
+    regression_aggregation: Component
+    min_dev_score: float | None = Field(None, description="refuse to distil from a teacher below this dev score")
+
+
+class Student(_Strict):
+    encoder: dict | None = None
+    init_from_teacher: int | None = Field(None, ge=0, description="copy the encoder of this teacher member")
+    heads: dict[str, dict] | None = None
+    training: dict | None = None
+    objective: Objectives
+    seeds: list[int] | None = None
+    control: bool = Field(False, description="also train the same set-up on hard labels only")
+    soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
+
+
+class Logging(_Strict):
+    trackers: list[Component] = Field(default_factory=list)
+    quiet: bool = False
+    project: str | None = None
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class Scaling(_Strict):
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
+    nproc: int = Field(1, gt=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    offload: bool = False
+    fsdp_sharding: Literal["full", "shard_grad_op", "no_shard"] = "full"
+    backend: str | None = None
+
+
+class Evaluation(_Strict):
+    serving: bool = True
+    serving_batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    serving_examples: int = Field(128, gt=0)
+
+
+class RecipeModel(_Strict):
+    name: str
+    description: str = ""
+    plugins: list[str] = Field(default_factory=list)
+    seed: int = 42
+    output_dir: str = "runs"
+    data: Data = Field(default_factory=Data)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    encoder: Component
+    heads: dict[str, Component] = Field(description="`default` and per-task head specs")
+    objective: Objectives
+    training: Training
+    teachers: Teachers | None = None
+    student: Student | None = None
+    logging: Logging = Field(default_factory=Logging)
+    scaling: Scaling = Field(default_factory=Scaling)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_names(cls, value):
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise RecipeError("recipe file not found", file=path, expected="an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, path=where) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe must be a mapping", file=path, expected="key: value pairs at the top level",
+                          found=type(data).__name__)
+    return data
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Mappings merge key by key; anything else in ``override`` replaces what ``base`` had."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "type" not in value:
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("type") == out[key].get("type"):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: Path, _seen: tuple = ()) -> dict:
+    """The recipe with ``extends:`` resolved (paths relative to the file that names them)."""
+    path = path.resolve()
+    if path in _seen:
+        raise RecipeError("`extends` forms a cycle", file=path, path="extends",
+                          found=" -> ".join(str(p) for p in (*_seen, path)))
+    data = _read_yaml(path)
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data
+    merged: dict = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        if not isinstance(parent, str):
+            raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
+                              found=parent)
+        merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(dotted: str) -> list:
+    parts: list = []
+    for name, index in _SEGMENT.findall(dotted):
+        parts.append(int(index) if index else name)
+    return parts
+
+
+def apply_override(data: dict, assignment: str) -> tuple[list, str]:
+    """Apply ``a.b[2].c=value`` to ``data`` in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise RecipeError("invalid --set", path=assignment, expected="KEY.PATH=VALUE", found=assignment)
+    key, raw = assignment.split("=", 1)
+    parts = parse_path(key.strip())
+    if not parts:
+        raise RecipeError("invalid --set", path=assignment, expected="KEY.PATH=VALUE", found=assignment)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise RecipeError("--set index out of range", path=key, expected=f"an index below {len(node) if isinstance(node, list) else 0}", found=part)
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+            if node.get(part) is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last > len(node):
+            raise RecipeError("--set index out of range", path=key, found=last)
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+        node[last] = value
+    return parts, raw
+
+
+def _set_at(data, parts, value):
+    node = data
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+class Recipe:
+    """A validated recipe. ``model`` is the pydantic object, ``resolved`` the plain dict."""
+
+    def __init__(self, model: RecipeModel, resolved: dict, file: Path | None):
+        self.model = model
+        self.resolved = resolved
+        self.file = file
+        self.base_dir = file.parent if file else Path.cwd()
+
+    def __getattr__(self, item):
+        return getattr(self.__dict__["model"], item)
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.resolved)
+
+    def section_hash(self, *keys: str, extra: Any = None) -> str:
+        return content_hash({"sections": {k: self.resolved.get(k) for k in keys}, "extra": extra})
+
+    def distilled_tasks(self) -> list[str]:
+        names = [t.name for t in self.model.tasks]
+        if self.model.teachers is None or self.model.teachers.tasks is None:
+            return names
+        return list(self.model.teachers.tasks)
+
+    def resolve_path(self, value: str | None) -> str | None:
+        """Relative paths: from the working directory if they exist there, else from the recipe's folder."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        if p.is_absolute() or p.exists():
+            return str(p)
+        candidate = self.base_dir / p
+        return str(candidate) if candidate.exists() else value
+
+
+def content_hash(obj: Any) -> str:
+    """A stable hash: canonical JSON (sorted keys) of the object."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
+    path = Path(path)
+    raw = load_raw(path)
+    set_paths = []
+    for assignment in overrides:
+        set_paths.append(apply_override(raw, assignment))
+    return validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins)
+
+
+def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=()) -> Recipe:
+    # Pass 1: the recipe's shape. A --set value that YAML typed (``name=123``) is retried as a string.
+    raw = copy.deepcopy(raw)
+    for _ in range(len(set_paths) + 1):
+        try:
+            model = RecipeModel.model_validate(raw)
+            break
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+            retry = [(parts, text) for parts, text in set_paths if parts == loc[: len(parts)]]
+            if err["type"] == "string_type" and retry:
+                _set_at(raw, retry[0][0], retry[0][1])
+                set_paths = [s for s in set_paths if s is not retry[0]]
+                continue
+            raise recipe_error(exc, file=file) from None
+    else:  # pragma: no cover - the loop always breaks or raises
+        raise RecipeError("invalid recipe", file=file)
+
+    load_plugins([*model.plugins, *extra_plugins], file=file)
+    resolved = model.model_dump(mode="json")
+    _second_pass(model, resolved, file)
+    return Recipe(model, resolved, Path(file) if file else None)
+
+
+def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path):
+    """Validate one component against its plugin's params and store the filled-in spec."""
+    if isinstance(spec, dict):
+        spec = Component.model_validate(spec)
+    params = registry.validate_params(spec.type, spec.params, file=file, path=path)
+    resolved_holder[key] = {"type": spec.type, **params.model_dump(mode="json")}
+
+
+def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
+    reg = get_registries()
+    task_names = [t.name for t in model.tasks]
+    seen = set()
+    for i, task in enumerate(model.tasks):
+        if task.name in seen:
+            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name)
+        seen.add(task.name)
+        params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
+        core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}
+        core["type"] = task.task_type
+        resolved["tasks"][i] = {**core, **params.model_dump(mode="json")}
+
+    def check_task_keys(mapping, path, allow_default=False):
+        for key in mapping or {}:
+            if key not in task_names and not (allow_default and key == "default"):
+                import difflib
+
+                close = difflib.get_close_matches(key, task_names, n=1)
+                raise RecipeError(f"unknown task {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                                  file=file, path=f"{path}.{key}", expected=f"one of the recipe's tasks: {', '.join(task_names)}",
+                                  found=key)
+
+    _component(reg.encoders, model.encoder, resolved, "encoder", file=file, path="encoder")
+    check_task_keys(model.heads, "heads", allow_default=True)
+    if "default" not in model.heads:
+        raise RecipeError("missing the default head", file=file, path="heads.default",
+                          expected="a head spec such as {type: linear}")
+    for key, spec in model.heads.items():
+        _component(reg.heads, spec, resolved["heads"], key, file=file, path=f"heads.{key}")
+    for kind in ("classification", "regression"):
+        _component(reg.losses, getattr(model.objective, kind), resolved["objective"], kind, file=file,
+                   path=f"objective.{kind}")
+    _component(reg.samplers, model.training.sampling, resolved["training"], "sampling", file=file,
+               path="training.sampling")
+    for i, tracker in enumerate(model.logging.trackers):
+        _component(reg.loggers, tracker, resolved["logging"]["trackers"], i, file=file, path=f"logging.trackers[{i}]")
+
+    if model.teachers is not None:
+        t = model.teachers
+        for j, name in enumerate(t.tasks or []):
+            if name not in task_names:
+                check_task_keys({name: None}, f"teachers.tasks[{j}]")
+        _component(reg.aggregators, t.aggregation, resolved["teachers"], "aggregation", file=file,
+                   path="teachers.aggregation")
+        _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
+                   file=file, path="teachers.regression_aggregation")
+        for i, member in enumerate(t.members):
+            _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys)
+    if model.student is not None:
+        s = model.student
+        _validate_variation(model, resolved, s, "student", file, check_task_keys)
+        for kind in ("classification", "regression"):
+            _component(reg.losses, getattr(s.objective, kind), resolved["student"]["objective"], kind, file=file,
+                       path=f"student.objective.{kind}")
+        if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
+            raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
+                              expected="the index of a member in teachers.members", found=s.init_from_teacher)
+
+
+def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str, file, check_task_keys) -> None:
+    """A member or the student overrides parts of the base set-up: validate the merged result."""
+    reg = get_registries()
+    if variation.encoder:
+        merged = deep_merge(resolved["encoder"], variation.encoder)
+        try:
+            enc = Component.model_validate(merged)
+        except ValidationError as exc:
+            raise recipe_error(exc, file=file, prefix=f"{path}.encoder") from None
+        reg.encoders.validate_params(enc.type, enc.params, file=file, path=f"{path}.encoder")
+    if variation.heads:
+        check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
+        for key, spec in variation.heads.items():
+            base = resolved["heads"].get(key, resolved["heads"]["default"])
+            merged = deep_merge(base, spec)
+            reg.heads.validate_params(merged.get("type"), {k: v for k, v in merged.items() if k != "type"},
+                                      file=file, path=f"{path}.heads.{key}")
+    if variation.training:
+        merged = deep_merge(resolved["training"], variation.training)
+        try:
+            Training.model_validate(merged)
+        except ValidationError as exc:
+            raise recipe_error(exc, file=file, prefix=f"{path}.training") from None
+
+
+def variation_config(recipe: Recipe, variation) -> dict:
+    """The encoder, heads and training of a member or the student: the base set-up with its overrides."""
+    r = recipe.resolved
+    encoder = deep_merge(r["encoder"], variation.encoder or {})
+    heads = copy.deepcopy(r["heads"])
+    for key, spec in (variation.heads or {}).items():
+        heads[key] = deep_merge(heads.get(key, heads["default"]), spec)
+    training = deep_merge(r["training"], variation.training or {})
+    return {"encoder": encoder, "heads": heads, "training": training}
+
+
+def json_schema() -> dict:
+    """The recipe's JSON Schema, with every registered component's parameters under ``$defs``."""
+    schema = RecipeModel.model_json_schema()
+    components: dict = {}
+    for kind, entry in get_registries().all():
+        sub = entry.params.model_json_schema()
+        sub.setdefault("description", entry.description)
+        components.setdefault(kind, {})[entry.name] = sub
+    schema["x-mtkd-components"] = components
+    return schema

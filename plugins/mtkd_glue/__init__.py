@@ -1,0 +1,1 @@
+"""mtkd first-party plugin: glue (in progress)."""
