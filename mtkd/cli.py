@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -31,16 +32,20 @@ class MtkdGroup(click.Group):
 
 
 def render_error(exc: MtkdError) -> None:
+    # Escaped (a path such as ``heads[default]`` is not rich markup) and never wrapped, so a long file
+    # path or key path stays on one line and can be copied.
     where = exc.file or ""
     if exc.path:
         where = f"{where}: {exc.path}" if where else exc.path
-    console.print(f"[bold red]Error[/]{' in ' + where if where else ''}: {exc.message}", highlight=False)
+    lines = [f"[bold red]Error[/]{' in ' + escape(where) if where else ''}: {escape(exc.message)}"]
     if exc.expected is not None:
-        console.print(f"  [dim]expected:[/] {exc.expected}", highlight=False)
+        lines.append(f"  [dim]expected:[/] {escape(str(exc.expected))}")
     if exc.found is not None:
-        console.print(f"  [dim]found:[/] {exc.found!r}", highlight=False)
+        lines.append(f"  [dim]found:[/] {escape(repr(exc.found))}")
     if exc.hint:
-        console.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+        lines.append(f"  [dim]hint:[/] {escape(exc.hint)}")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def plugin_option(f):
@@ -111,7 +116,7 @@ def recipe_validate(files, overrides, plugins):
 
     for f in files:
         r = load_recipe(f, overrides, extra_plugins=plugins)
-        out.print(f"[green]ok[/] {f} [dim](hash {r.hash})[/]", highlight=False)
+        out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
 
 
 @recipe.command("show")
@@ -142,6 +147,57 @@ def recipe_schema(plugins):
 
     load_plugins(plugins)
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@recipe.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@set_option
+@plugin_option
+@click.option("--stage", type=click.Choice(["teachers", "soft-targets", "student", "evaluate", "report"]),
+              help="Run only this stage (earlier stages must have run).")
+@click.option("--force", multiple=True, type=click.Choice(["teachers", "soft-targets", "student", "evaluate",
+                                                           "report"]), help="Redo this stage (repeatable).")
+@click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
+@click.option("--nproc", type=int, default=None, help="Start this many processes (torchrun-style, gloo on CPU).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs and CI).")
+def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
+    """Run a recipe: teachers -> soft targets -> student -> evaluation -> report.
+
+    Every stage is cached by the hash of what it depends on; re-running reuses finished work,
+    and a stopped run resumes from its last checkpoint.
+    """
+    from .launch import maybe_relaunch
+    from .pipeline import run_pipeline
+    from .recipe import load_recipe
+    from .training import RunInterrupted
+
+    r = load_recipe(file, overrides, extra_plugins=plugins)
+    nproc = nproc or r.model.scaling.nproc
+    if maybe_relaunch(nproc):
+        return
+    try:
+        run_pipeline(r, output=output, stage=stage, force=force, console=console, quiet=quiet)
+    except RunInterrupted as exc:
+        console.print(f"[yellow]Interrupted[/]: {exc}. Re-run the same command to resume.", highlight=False)
+        sys.exit(130)
+
+
+@cli.command("predict")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--model", "which", type=click.Choice(["student", "ensemble"]), default="student", show_default=True)
+@click.option("--output", type=click.Path(), help="The recipe's run folder (default: <output_dir>/<recipe name>).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write submission files (default: RUN/submission-<model>).")
+@set_option
+@plugin_option
+def predict(file, which, output, out_dir, overrides, plugins):
+    """Write GLUE-style submission files (and a zip) for the test splits, from the student or the ensemble."""
+    from .predict import write_predictions
+    from .recipe import load_recipe
+
+    r = load_recipe(file, overrides, extra_plugins=plugins)
+    zip_path = write_predictions(r, which=which, output=output, out_dir=out_dir)
+    out.print(f"[green]wrote[/] {zip_path}", highlight=False)
 
 
 def _register_plugin_commands() -> None:

@@ -41,6 +41,9 @@ class MtkdError(Exception):
 class RecipeError(MtkdError):
     """A recipe that does not validate."""
 
+    #: pydantic's error type (``string_type``, ``missing``...) when the error came from a pydantic model
+    error_type: str | None = None
+
 
 class UnknownComponentError(MtkdError):
     """A component name that no plugin registered."""

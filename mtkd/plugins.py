@@ -10,6 +10,8 @@ Environment variables:
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -79,40 +81,72 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         _register(pm, module, PluginInfo(module_name, module_name, dist, version, "entry point"))
 
 
+def _hook_names() -> list[str]:
+    return sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+
+
 def _register(pm: pluggy.PluginManager, module, info: PluginInfo) -> None:
     global _registries
-    pm.register(module, name=info.name)
+    try:
+        pm.register(module, name=info.name)
+    except pluggy.PluginValidationError as exc:  # a hook with arguments its spec does not have
+        raise PluginError(f"plugin {info.name!r} has an invalid hook implementation: {exc}",
+                          expected="the arguments documented in docs/plugin-hooks.md") from None
+    except ValueError as exc:  # the same object registered twice
+        raise PluginError(f"plugin {info.name!r} cannot be registered: {exc}") from None
     try:
         pm.check_pending()
-    except pluggy.PluginValidationError as exc:
+    except pluggy.PluginValidationError:
         pm.unregister(name=info.name)
-        known = ", ".join(sorted(KINDS.values()) + ["register_commands"])
-        raise PluginError(f"plugin {info.name!r} implements an unknown hook: {exc}",
-                          expected=f"one of: {known}") from None
+        known = _hook_names()
+        unknown = [n for n in dir(module) if pm.parse_hookimpl_opts(module, n) is not None and n not in known]
+        close = difflib.get_close_matches(unknown[0], known, n=1) if unknown else []
+        raise PluginError(f"plugin {info.name!r} implements an unknown hook {', '.join(map(repr, unknown))}"
+                          + (f"; did you mean {close[0]!r}?" if close else ""),
+                          expected=f"one of: {', '.join(known)}", found=unknown[0] if unknown else None) from None
     _info[info.name] = info
     _registries = None
 
 
+def _exec_file(name: str, path: Path, file):
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise PluginError(f"plugin file {str(path)!r} cannot be loaded", file=file, path="plugins",
+                          expected="a Python source file ending in .py", found=str(path))
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the plugin's own bug: say which file, keep the cause for --debug
+        del sys.modules[name]
+        raise PluginError(f"plugin file {str(path)!r} failed to run: {type(exc).__name__}: {exc}", file=file,
+                          path="plugins", hint="run with --debug to see the traceback") from exc
+    return module
+
+
 def load_plugins(specs=(), *, file=None) -> None:
-    """Load extra plugins: importable module names or paths to ``.py`` files."""
+    """Load extra plugins: importable module names or paths to ``.py`` files.
+
+    A relative path is taken from the folder of ``file`` (the recipe that names it) when given,
+    else from the working directory.
+    """
     pm = get_plugin_manager()
     for spec in specs:
         spec = str(spec)
-        if spec.endswith(".py") or os.sep in spec:
-            path = Path(spec)
+        if spec.endswith(".py") or os.sep in spec or "/" in spec:
+            path = Path(spec).expanduser()
             if not path.is_absolute() and file is not None:
                 path = Path(file).parent / path
-            if not path.exists():
+            if not path.is_file():
                 raise PluginError(f"plugin file {spec!r} does not exist", file=file, path="plugins",
-                                  expected="a path to a .py file or an importable module name", found=spec)
+                                  expected="a path to a .py file or an importable module name", found=str(path))
+            path = path.resolve()
             name = f"mtkd_local_{path.stem}"
+            if name in _info and _info[name].module != str(path):  # same stem, another folder
+                name = f"{name}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
             if pm.has_plugin(name):
                 continue
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-            _register(pm, module, PluginInfo(name, str(path), None, None, "file"))
+            _register(pm, _exec_file(name, path, file), PluginInfo(name, str(path), None, None, "file"))
         else:
             if pm.has_plugin(spec):
                 continue
@@ -121,6 +155,9 @@ def load_plugins(specs=(), *, file=None) -> None:
             except ImportError as exc:
                 raise PluginError(f"cannot import plugin module {spec!r}: {exc}", file=file, path="plugins",
                                   expected="an importable module name or a path to a .py file", found=spec) from None
+            except Exception as exc:
+                raise PluginError(f"plugin module {spec!r} failed to import: {type(exc).__name__}: {exc}",
+                                  file=file, path="plugins", hint="run with --debug to see the traceback") from exc
             _register(pm, module, PluginInfo(spec, spec, None, None, "module"))
 
 

@@ -334,6 +334,8 @@ def content_hash(obj: Any) -> str:
 def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     path = Path(path)
     raw = load_raw(path)
+    if isinstance(raw.get("tasks"), list):  # `- rte` shorthand as a mapping, so --set can reach tasks[0].max_train_examples
+        raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
     set_paths = []
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
@@ -341,26 +343,43 @@ def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
 
 
 def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=()) -> Recipe:
-    # Pass 1: the recipe's shape. A --set value that YAML typed (``name=123``) is retried as a string.
     raw = copy.deepcopy(raw)
-    for _ in range(len(set_paths) + 1):
+    retried: set = set()
+    while True:
         try:
-            model = RecipeModel.model_validate(raw)
-            break
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-            retry = [(parts, text) for parts, text in set_paths if parts == loc[: len(parts)]]
-            if err["type"] == "string_type" and retry:
-                _set_at(raw, retry[0][0], retry[0][1])
-                set_paths = [s for s in set_paths if s is not retry[0]]
-                continue
-            raise recipe_error(exc, file=file) from None
-    else:  # pragma: no cover - the loop always breaks or raises
-        raise RecipeError("invalid recipe", file=file)
+            return _validate_once(raw, file=file, extra_plugins=extra_plugins)
+        except RecipeError as exc:
+            # A --set value that YAML typed (``name=123``, ``project=true``) where the schema -- the recipe's or a
+            # plugin's -- wants text is retried as the text given; an item of a --set list as its text.
+            at = parse_path(exc.path or "") if exc.error_type == "string_type" else []
+            given = [(parts, text) for parts, text in set_paths if parts and at[: len(parts)] == parts]
+            if not given or tuple(at) in retried:
+                raise
+            retried.add(tuple(at))
+            parts, text = given[0]
+            try:
+                _set_at(raw, at, text if at == parts else str(_get_at(raw, at)))
+            except (KeyError, IndexError, TypeError):
+                raise exc from None
 
-    load_plugins([*model.plugins, *extra_plugins], file=file)
+
+def _get_at(data, parts):
+    for part in parts:
+        data = data[part]
+    return data
+
+
+def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
+    # Pass 1: the recipe's shape.
+    try:
+        model = RecipeModel.model_validate(raw)
+    except ValidationError as exc:
+        raise recipe_error(exc, file=file, model=RecipeModel) from None
+    # The recipe's `plugins:` are relative to the recipe; --plugin paths to the working directory.
+    load_plugins(model.plugins, file=file)
+    load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
+    # Pass 2: every component against the params its plugin registered.
     _second_pass(model, resolved, file)
     return Recipe(model, resolved, Path(file) if file else None)
 
@@ -455,7 +474,7 @@ def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str
         try:
             Training.model_validate(merged)
         except ValidationError as exc:
-            raise recipe_error(exc, file=file, prefix=f"{path}.training") from None
+            raise recipe_error(exc, file=file, prefix=f"{path}.training", model=Training) from None
 
 
 def variation_config(recipe: Recipe, variation) -> dict:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from pydantic import BaseModel
+
 from .components import Registration
-from .errors import DuplicateComponentError, RecipeError, UnknownComponentError
+from .errors import DuplicateComponentError, PluginError, RecipeError, UnknownComponentError
 from .params import NoParams, Params, validate
 
 #: component kind -> the hook that fills it
@@ -120,8 +122,19 @@ def make_register(registry: Registry, plugin: str, distribution: str | None, ver
     """The ``register`` callback handed to one plugin's hook."""
 
     def register(name: str, factory, params: type[Params] | None = None, description: str | None = None, **extra):
+        what = f"plugin {plugin!r} registers {SINGULAR[registry.kind]} {name!r}"
+        # A plugin's mistakes are reported when it registers, not when a recipe first uses the component.
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registers a {SINGULAR[registry.kind]} without a name",
+                              expected="a non-empty string", found=name)
+        if not callable(factory):
+            raise PluginError(f"{what} with a factory that cannot be called", expected="a class or function",
+                              found=factory)
         if params is None:
             params = getattr(factory, "Params", None) or NoParams
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            raise PluginError(f"{what} with params that are not a pydantic model",
+                              expected="a subclass of mtkd.params.Params", found=params)
         doc = description or (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
         registry.add(Registration(kind=registry.kind, name=name, factory=factory, params=params, plugin=plugin,
                                   distribution=distribution, version=version, description=doc, extra=extra))

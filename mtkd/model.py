@@ -1,0 +1,236 @@
+"""Multi-task models: one shared encoder and a head per task (MT-DNN), built from registered components.
+
+A checkpoint is a folder::
+
+    model.safetensors   every weight (safetensors only: loading never unpickles)
+    mtkd_model.json     the component spec, the tasks' types/labels, the format version
+    encoder/            what the encoder needs to rebuild its architecture (config, tokenizer)
+
+It is written into a temporary sibling folder and renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, RecipeError
+from .plugins import get_registries
+from .registry import split_spec
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+META_NAME = "mtkd_model.json"
+ENCODER_DIR = "encoder"
+
+
+class MultiTaskModel(nn.Module):
+    """A shared encoder and ``heads[task]``; a task whose ``head_task`` is set uses that task's head."""
+
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], spec: dict, task_info: dict[str, dict]):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+        self.spec = copy.deepcopy(spec)
+        self.task_info = copy.deepcopy(task_info)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.task_info)
+
+    def head_name(self, task: str) -> str:
+        """The name of the head that scores ``task``."""
+        try:
+            info = self.task_info[task]
+        except KeyError:
+            raise KeyError(f"task {task!r} is not part of this model (tasks: {', '.join(self.task_info)})") from None
+        return info.get("head_task") or task
+
+    def forward(self, task: str, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False):
+        """Logits [B, C] for ``task``; ``(logits, hidden_states)`` when ``output_hidden_states``."""
+        out = self.encoder(input_ids, attention_mask, token_type_ids=token_type_ids,
+                           output_hidden_states=output_hidden_states)
+        logits = self.heads[self.head_name(task)](out.pooled, out.sequence, attention_mask, token_type_ids)
+        if output_hidden_states:
+            return logits, out.hidden_states
+        return logits
+
+    def forward_with_hidden(self, task: str, input_ids, attention_mask, token_type_ids=None):
+        """``(logits, hidden_states)``: the encoder's per-layer states, for intermediate-layer objectives."""
+        return self.forward(task, input_ids, attention_mask, token_type_ids, output_hidden_states=True)
+
+
+def task_info_of(tasks: dict[str, Any]) -> dict[str, dict]:
+    """What a checkpoint records about each task: ``task_type``, ``num_outputs``, ``labels``, ``head_task``."""
+    return {name: {"task_type": task.task_type, "num_outputs": int(task.num_outputs),
+                   "labels": list(task.labels) if task.labels is not None else None,
+                   "head_task": task.head_task}
+            for name, task in tasks.items()}
+
+
+def _check_tasks(task_info: dict[str, dict]) -> None:
+    for name, info in task_info.items():
+        if not name or "." in name:
+            raise RecipeError(f"task name {name!r} cannot name a head", path="tasks",
+                              expected="a non-empty name without dots", found=name)
+        target = info.get("head_task")
+        if target is None:
+            continue
+        if target not in task_info:
+            raise RecipeError(f"task {name!r} is scored with the head of {target!r}, which is not in the run",
+                              path="tasks", expected=f"add {target!r} to the recipe's tasks", found=target)
+        if task_info[target].get("head_task"):
+            raise RecipeError(f"task {name!r} borrows the head of {target!r}, which itself borrows a head",
+                              path="tasks", found=target)
+        if task_info[target]["num_outputs"] != info["num_outputs"]:
+            raise RecipeError(f"task {name!r} has {info['num_outputs']} outputs but the head of {target!r} has "
+                              f"{task_info[target]['num_outputs']}", path="tasks", found=target)
+
+
+def _build(spec: dict, task_info: dict[str, dict], encoder_params: dict | None = None) -> MultiTaskModel:
+    registries = get_registries()
+    _check_tasks(task_info)
+    enc_type, enc_params = split_spec(spec.get("encoder"), path="encoder")
+    enc_params.update(encoder_params or {})
+    encoder = registries.encoders.create(enc_type, enc_params, path="encoder")
+    head_specs = spec.get("heads") or {}
+    heads = {}
+    for name, info in task_info.items():
+        if info.get("head_task"):
+            continue
+        head_spec = head_specs.get(name, head_specs.get("default"))
+        if head_spec is None:
+            raise RecipeError(f"no head for task {name!r}", path=f"heads.{name}",
+                              expected="a `default` head or one for this task, e.g. {type: linear}")
+        head_type, head_params = split_spec(head_spec, path=f"heads.{name}")
+        heads[name] = registries.heads.create(head_type, head_params, encoder.hidden_size, info["num_outputs"],
+                                              path=f"heads.{name}")
+    return MultiTaskModel(encoder, heads, spec, task_info)
+
+
+def build_model(spec: dict, tasks: dict[str, Any]) -> MultiTaskModel:
+    """A model for ``tasks`` (name -> Task) from ``{"encoder": {type, ...}, "heads": {"default": ..., task: ...}}``."""
+    return _build(spec, task_info_of(tasks))
+
+
+def _jsonable(obj):
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final``, replacing an existing folder only once the new one is complete."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def save_model(model: MultiTaskModel, directory) -> Path:
+    """Write the checkpoint folder (weights, spec, encoder config) atomically; return its path."""
+    from safetensors.torch import save_model as save_safetensors
+
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(f"save_model expects a MultiTaskModel (unwrap DDP/accelerate first), got {type(model).__name__}")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        # save_model drops tied duplicates (safetensors cannot store shared storage twice).
+        save_safetensors(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "mtkd_format": str(FORMAT_VERSION)})
+        meta = {"format_version": FORMAT_VERSION, "mtkd_version": __version__, "spec": model.spec,
+                "task_info": model.task_info}
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        model.encoder.save_config(tmp / ENCODER_DIR)
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_checkpoint_meta(directory) -> dict:
+    """The checkpoint's ``mtkd_model.json``, checked; CheckpointError when the folder is not a checkpoint."""
+    directory = Path(directory)
+    expected = f"a folder written by mtkd ({WEIGHTS_NAME}, {META_NAME}, {ENCODER_DIR}/)"
+    if not directory.is_dir():
+        raise CheckpointError("checkpoint folder not found", file=directory, expected=expected)
+    pickled = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    for name in (META_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            hint = (f"mtkd loads safetensors only and never unpickles {', '.join(pickled)}" if pickled else
+                    "was the run interrupted before its first checkpoint?")
+            raise CheckpointError(f"not an mtkd checkpoint: {name} is missing", file=directory, expected=expected,
+                                  hint=hint)
+    try:
+        meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME) from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError("unsupported checkpoint format", file=directory / META_NAME, path="format_version",
+                              expected=str(FORMAT_VERSION), found=found,
+                              hint="load it with the mtkd version that wrote it")
+    for key in ("spec", "task_info"):
+        if not isinstance(meta.get(key), dict):
+            raise CheckpointError(f"{META_NAME} has no {key!r} mapping", file=directory / META_NAME, path=key)
+    return meta
+
+
+def load_model(directory, map_location="cpu") -> MultiTaskModel:
+    """Rebuild the model a checkpoint folder describes and load its weights (safetensors, never pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as load_safetensors
+
+    directory = Path(directory)
+    meta = read_checkpoint_meta(directory)
+    # The encoder rebuilds its architecture from the folder it wrote; the weights come next.
+    model = _build(meta["spec"], meta["task_info"],
+                   encoder_params={"model": str(directory / ENCODER_DIR), "pretrained": False})
+    weights = directory / WEIGHTS_NAME
+    try:
+        load_safetensors(model, str(weights), strict=True, device="cpu")
+    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+        first = str(exc).strip().split("\n")
+        raise CheckpointError("the checkpoint's weights do not match the model its spec describes", file=weights,
+                              found=" ".join(first[:3])[:500],
+                              hint="the file may be truncated or come from another model; re-save it") from None
+    return model.to(map_location).eval()
+
+
+def copy_encoder_weights(dst_model: nn.Module, src_model: nn.Module) -> int:
+    """Copy every encoder tensor whose name and shape match (a shallower student gets the teacher's lower layers).
+
+    Returns the number of tensors copied.
+    """
+    dst = getattr(dst_model, "encoder", dst_model)
+    src = getattr(src_model, "encoder", src_model)
+    dst_state = dst.state_dict()
+    matched = {name: tensor for name, tensor in src.state_dict().items()
+               if name in dst_state and dst_state[name].shape == tensor.shape}
+    with torch.no_grad():
+        for name, tensor in matched.items():
+            dst_state[name].copy_(tensor)  # state_dict tensors share storage with the parameters
+    return len(matched)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (tied ones counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

