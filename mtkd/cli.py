@@ -66,6 +66,10 @@ def cli(ctx, debug):
     """mtkd: multi-task knowledge distillation (MT-DNN-KD) for natural language understanding."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    # datasets' per-map progress bars drown mtkd's own progress display.
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 # ---------------------------------------------------------------- plugins
@@ -92,7 +96,8 @@ def plugins_list(as_json, plugins):
         return
     table = Table(title="mtkd components")
     for col in ("kind", "name", "plugin", "version", "description"):
-        table.add_column(col)
+        # Names are copied into recipes: never cut them short; the description wraps instead.
+        table.add_column(col, no_wrap=col != "description")
     for r in rows:
         table.add_row(r["kind"], r["name"], r["plugin"], r["version"] or "local", r["description"])
     out.print(table)

@@ -38,7 +38,8 @@ ENCODER_DIR = "encoder"
 class MultiTaskModel(nn.Module):
     """A shared encoder and ``heads[task]``; a task whose ``head_task`` is set uses that task's head."""
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], spec: dict, task_info: dict[str, dict]):
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], spec: dict,
+                 task_info: dict[str, dict]):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
@@ -54,10 +55,12 @@ class MultiTaskModel(nn.Module):
         try:
             info = self.task_info[task]
         except KeyError:
-            raise KeyError(f"task {task!r} is not part of this model (tasks: {', '.join(self.task_info)})") from None
+            known = ", ".join(self.task_info)
+            raise KeyError(f"task {task!r} is not part of this model (tasks: {known})") from None
         return info.get("head_task") or task
 
-    def forward(self, task: str, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False):
+    def forward(self, task: str, input_ids, attention_mask, token_type_ids=None,
+                output_hidden_states: bool = False):
         """Logits [B, C] for ``task``; ``(logits, hidden_states)`` when ``output_hidden_states``."""
         out = self.encoder(input_ids, attention_mask, token_type_ids=token_type_ids,
                            output_hidden_states=output_hidden_states)
@@ -72,7 +75,7 @@ class MultiTaskModel(nn.Module):
 
 
 def task_info_of(tasks: dict[str, Any]) -> dict[str, dict]:
-    """What a checkpoint records about each task: ``task_type``, ``num_outputs``, ``labels``, ``head_task``."""
+    """What a checkpoint records of each task: ``task_type``, ``num_outputs``, ``labels``, ``head_task``."""
     return {name: {"task_type": task.task_type, "num_outputs": int(task.num_outputs),
                    "labels": list(task.labels) if task.labels is not None else None,
                    "head_task": task.head_task}
@@ -94,8 +97,8 @@ def _check_tasks(task_info: dict[str, dict]) -> None:
             raise RecipeError(f"task {name!r} borrows the head of {target!r}, which itself borrows a head",
                               path="tasks", found=target)
         if task_info[target]["num_outputs"] != info["num_outputs"]:
-            raise RecipeError(f"task {name!r} has {info['num_outputs']} outputs but the head of {target!r} has "
-                              f"{task_info[target]['num_outputs']}", path="tasks", found=target)
+            raise RecipeError(f"task {name!r} has {info['num_outputs']} outputs but the head of {target!r} "
+                              f"has {task_info[target]['num_outputs']}", path="tasks", found=target)
 
 
 def _build(spec: dict, task_info: dict[str, dict], encoder_params: dict | None = None) -> MultiTaskModel:
@@ -114,13 +117,17 @@ def _build(spec: dict, task_info: dict[str, dict], encoder_params: dict | None =
             raise RecipeError(f"no head for task {name!r}", path=f"heads.{name}",
                               expected="a `default` head or one for this task, e.g. {type: linear}")
         head_type, head_params = split_spec(head_spec, path=f"heads.{name}")
-        heads[name] = registries.heads.create(head_type, head_params, encoder.hidden_size, info["num_outputs"],
-                                              path=f"heads.{name}")
+        heads[name] = registries.heads.create(head_type, head_params, encoder.hidden_size,
+                                              info["num_outputs"], path=f"heads.{name}")
     return MultiTaskModel(encoder, heads, spec, task_info)
 
 
 def build_model(spec: dict, tasks: dict[str, Any]) -> MultiTaskModel:
-    """A model for ``tasks`` (name -> Task) from ``{"encoder": {type, ...}, "heads": {"default": ..., task: ...}}``."""
+    """A model for ``tasks`` (name -> Task).
+
+    ``spec`` is ``{"encoder": {"type": ..., **params}, "heads": {"default": {...}, "<task>": {...}}}``;
+    a task gets ``heads.get(task, heads["default"])``, a task with ``head_task`` no head of its own.
+    """
     return _build(spec, task_info_of(tasks))
 
 
@@ -143,18 +150,56 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def save_model(model: MultiTaskModel, directory) -> Path:
-    """Write the checkpoint folder (weights, spec, encoder config) atomically; return its path."""
-    from safetensors.torch import save_model as save_safetensors
+def _tied_names(model: nn.Module) -> set[str]:
+    """Names that repeat a tensor already saved under another name (tied weights).
+
+    Found by object identity, which also holds for sharded (FSDP/ZeRO) placeholders.
+    """
+    seen: set[int] = set()
+    tied = set()
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.add(id(tensor))
+    return tied
+
+
+def _tensors_to_save(model: nn.Module, state_dict: dict | None) -> dict[str, torch.Tensor]:
+    state = model.state_dict() if state_dict is None else state_dict
+    tied = _tied_names(model)
+    out: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in state.items():
+        if name in tied:
+            continue  # loading fills it from its twin (safetensors cannot store shared storage twice)
+        tensor = tensor.detach().to("cpu").contiguous()
+        ptr = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and ptr in storages:
+            tensor = tensor.clone()  # views of one storage under different names
+        storages.add(ptr)
+        out[name] = tensor
+    return out
+
+
+def save_model(model: MultiTaskModel, directory, *, state_dict: dict | None = None) -> Path:
+    """Write the checkpoint folder (weights, spec, encoder config) atomically; return its path.
+
+    ``state_dict`` replaces ``model.state_dict()`` when the weights were gathered elsewhere
+    (FSDP / DeepSpeed full state dicts); ``model`` still supplies the spec and the encoder config.
+    """
+    from safetensors.torch import save_file
 
     if not isinstance(model, MultiTaskModel):
-        raise TypeError(f"save_model expects a MultiTaskModel (unwrap DDP/accelerate first), got {type(model).__name__}")
+        raise TypeError("save_model expects a MultiTaskModel (unwrap DDP/accelerate first), "
+                        f"got {type(model).__name__}")
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
     try:
-        # save_model drops tied duplicates (safetensors cannot store shared storage twice).
-        save_safetensors(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "mtkd_format": str(FORMAT_VERSION)})
+        save_file(_tensors_to_save(model, state_dict), str(tmp / WEIGHTS_NAME),
+                  metadata={"format": "pt", "mtkd_format": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, "mtkd_version": __version__, "spec": model.spec,
                 "task_info": model.task_info}
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
@@ -177,16 +222,16 @@ def read_checkpoint_meta(directory) -> dict:
         if not (directory / name).is_file():
             hint = (f"mtkd loads safetensors only and never unpickles {', '.join(pickled)}" if pickled else
                     "was the run interrupted before its first checkpoint?")
-            raise CheckpointError(f"not an mtkd checkpoint: {name} is missing", file=directory, expected=expected,
-                                  hint=hint)
+            raise CheckpointError(f"not an mtkd checkpoint: {name} is missing", file=directory,
+                                  expected=expected, hint=hint)
     try:
         meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME) from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         found = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError("unsupported checkpoint format", file=directory / META_NAME, path="format_version",
-                              expected=str(FORMAT_VERSION), found=found,
+        raise CheckpointError("unsupported checkpoint format", file=directory / META_NAME,
+                              path="format_version", expected=str(FORMAT_VERSION), found=found,
                               hint="load it with the mtkd version that wrote it")
     for key in ("spec", "task_info"):
         if not isinstance(meta.get(key), dict):
@@ -209,26 +254,33 @@ def load_model(directory, map_location="cpu") -> MultiTaskModel:
         load_safetensors(model, str(weights), strict=True, device="cpu")
     except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().split("\n")
-        raise CheckpointError("the checkpoint's weights do not match the model its spec describes", file=weights,
-                              found=" ".join(first[:3])[:500],
-                              hint="the file may be truncated or come from another model; re-save it") from None
+        raise CheckpointError("the checkpoint's weights do not match the model its spec describes",
+                              file=weights, found=" ".join(first[:3])[:500],
+                              hint="the file may be truncated or come from another model") from None
     return model.to(map_location).eval()
 
 
 def copy_encoder_weights(dst_model: nn.Module, src_model: nn.Module) -> int:
-    """Copy every encoder tensor whose name and shape match (a shallower student gets the teacher's lower layers).
+    """Copy the source encoder's tensors into the destination's, by name (a shallower student gets the
+    teacher's lower layers). Names the destination lacks are skipped; a shape mismatch is a
+    CheckpointError, since a half-copied encoder of another width would be a silent mistake.
 
     Returns the number of tensors copied.
     """
     dst = getattr(dst_model, "encoder", dst_model)
     src = getattr(src_model, "encoder", src_model)
     dst_state = dst.state_dict()
-    matched = {name: tensor for name, tensor in src.state_dict().items()
-               if name in dst_state and dst_state[name].shape == tensor.shape}
+    src_state = {name: tensor for name, tensor in src.state_dict().items() if name in dst_state}
+    mismatched = [f"{name}: {tuple(tensor.shape)} -> {tuple(dst_state[name].shape)}"
+                  for name, tensor in src_state.items() if tensor.shape != dst_state[name].shape]
+    if mismatched:
+        raise CheckpointError("cannot copy the encoder: tensor shapes differ",
+                              found="; ".join(mismatched[:3]),
+                              expected="encoders of the same width (only the number of layers may differ)")
     with torch.no_grad():
-        for name, tensor in matched.items():
+        for name, tensor in src_state.items():
             dst_state[name].copy_(tensor)  # state_dict tensors share storage with the parameters
-    return len(matched)
+    return len(src_state)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -31,28 +31,31 @@ def join_path(prefix: str, loc) -> str:
     return path
 
 
-def _is_tag(part) -> bool:
-    """pydantic adds union-member and validator tags (``"literal['epoch']"``, ``function-after[...]``) to ``loc``."""
-    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+#: How pydantic names the scalar members of a union in an error's ``loc``: ``(eval_every, int)``.
+_SCALAR_TAGS = {"int", "float", "str", "bool", "bytes", "none", "decimal", "date", "datetime", "time",
+                "timedelta", "uuid"}
+
+
+def _is_tag(part, index: int) -> bool:
+    """Whether ``part`` is a tag pydantic put in ``loc``: a union member (``int``, ``literal['epoch']``) or a
+    validator (``function-after[...]``), not a key of the recipe."""
+    if not isinstance(part, str):
+        return False
+    return "[" in part or part.startswith("function-") or (index > 0 and part in _SCALAR_TAGS)
+
+
+def _clean_loc(loc) -> list:
+    return [p for i, p in enumerate(loc) if not _is_tag(p, i)]
 
 
 def _collapse_union(errors: list[dict]) -> tuple[list, list[dict]]:
-    """The first error's location without union tags, and the errors of every member of that union.
+    """The first error's location without union tags, and every error at that same location.
 
-    A value that fits no member of ``int | Literal["epoch"]`` gives one error per member, at locations
-    that differ in one place only (``(eval_every, int)`` and ``(eval_every, "literal['epoch']")``).
+    A value that fits no member of ``int | Literal["epoch"]`` gives one error per member, at
+    ``(eval_every, int)`` and ``(eval_every, "literal['epoch']")``: one problem, several accepted forms.
     """
-    first = list(errors[0].get("loc", ()))
-    group = [errors[0]]
-    tag_at = None
-    for other in errors[1:]:
-        loc = list(other.get("loc", ()))
-        diff = [i for i, (a, b) in enumerate(zip(first, loc)) if a != b] if len(loc) == len(first) else []
-        if len(diff) == 1 and isinstance(first[diff[0]], str) and tag_at in (None, diff[0]):
-            tag_at = diff[0]
-            group.append(other)
-    loc = [p for i, p in enumerate(first) if i != tag_at and not _is_tag(p)]
-    return loc, group
+    loc = _clean_loc(errors[0].get("loc", ()))
+    return loc, [e for e in errors if _clean_loc(e.get("loc", ())) == loc]
 
 
 def _model_at(model, loc):

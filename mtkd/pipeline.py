@@ -354,39 +354,45 @@ def stage_soft_targets(ctx: RunContext, members: list[Member]) -> Path:
 
 
 def load_soft_targets(ctx: RunContext, source: Path) -> dict[str, np.ndarray]:
-    """Soft targets from a stage folder or a user's file, checked against the data they belong to."""
+    """Soft targets from the soft-targets stage folder or a user's file, checked against their data.
+
+    Two formats (safetensors): the stage's, one file per task with the tensor ``targets`` and
+    metadata ``task`` and ``fingerprint``; or a user's single file with one tensor per task
+    (named by the task) and metadata ``fingerprints``: a JSON object task -> fingerprint of the
+    training split (``mtkd.data.fingerprint_dataset``).
+    """
     from safetensors import safe_open
 
-    files = {}
     if source.is_dir():
-        files = {p.name.split(".")[0]: p for p in source.glob("*.safetensors")}
+        files = sorted(source.glob("*.safetensors"))
     elif source.exists():
-        files = {None: source}
+        files = [source]
     else:
         raise CheckpointError("soft-target file not found", file=source, path="student.soft_targets")
     out = {}
-    for key, path in files.items():
+    for path in files:
         with safe_open(str(path), "np") as fh:
             meta = fh.metadata() or {}
-            names = [key] if key else [k for k in fh.keys()]
-            for name in names:
-                task = meta.get("task", name) if key else name
-                tensor = fh.get_tensor("targets" if key else name)
-                fp = meta.get("fingerprint") if key else json.loads(meta.get("fingerprints", "{}")).get(name)
-                if task not in ctx.tasks:
-                    raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
-                                          expected=f"one of {sorted(ctx.tasks)}", found=task)
-                tb = ctx.tasks[task]
-                if fp != tb.train_fingerprint or tensor.shape[0] != len(tb.train):
-                    raise CheckpointError(
-                        f"soft targets for {task!r} belong to other data", file=path,
-                        expected=f"fingerprint {tb.train_fingerprint[:12]} ({len(tb.train)} rows)",
-                        found=f"fingerprint {str(fp)[:12]} ({tensor.shape[0]} rows)",
-                        hint="recompute them (mtkd recipe run --force soft-targets) or use the data they came from")
-                if tensor.shape[1] != tb.task.num_outputs:
-                    raise CheckpointError(f"soft targets for {task!r} have {tensor.shape[1]} columns", file=path,
-                                          expected=f"{tb.task.num_outputs}", found=tensor.shape[1])
-                out[task] = tensor
+            if "targets" in fh.keys() and "task" in meta:
+                found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
+            else:
+                fps = json.loads(meta.get("fingerprints", "{}"))
+                found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        for task, tensor, fp in found:
+            if task not in ctx.tasks:
+                raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
+                                      expected=f"one of {sorted(ctx.tasks)}", found=task)
+            tb = ctx.tasks[task]
+            if fp != tb.train_fingerprint or tensor.shape[0] != len(tb.train):
+                raise CheckpointError(
+                    f"soft targets for {task!r} belong to other data", file=path,
+                    expected=f"fingerprint {tb.train_fingerprint[:12]} ({len(tb.train)} rows)",
+                    found=f"fingerprint {str(fp)[:12]} ({tensor.shape[0]} rows)",
+                    hint="recompute them (mtkd recipe run --force soft-targets) or use the data they came from")
+            if tensor.ndim != 2 or tensor.shape[1] != tb.task.num_outputs:
+                raise CheckpointError(f"soft targets for {task!r} have shape {tuple(tensor.shape)}", file=path,
+                                      expected=f"[{len(tb.train)}, {tb.task.num_outputs}]", found=tuple(tensor.shape))
+            out[task] = tensor
     return out
 
 

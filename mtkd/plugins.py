@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,14 +39,20 @@ _info: dict[str, PluginInfo] = {}
 _registries: Registries | None = None
 
 
+def _normal(name: str) -> str:
+    """Names compare like distribution names (PEP 503): ``My_Plugin`` matches ``my-plugin``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 def _env_list(var: str) -> set[str] | None:
     value = os.environ.get(var)
     if value is None:
         return None
-    return {v.strip() for v in value.split(",") if v.strip()}
+    return {_normal(v) for v in value.split(",") if v.strip()}
 
 
 def _selected(names: set[str], allow: set[str] | None, block: set[str] | None) -> bool:
+    names = {_normal(n) for n in names if n}
     if block and names & block:
         return False
     return allow is None or bool(names & allow)

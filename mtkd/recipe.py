@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -134,9 +135,7 @@ class Student(_Strict):
 class Logging(_Strict):
     trackers: list[Component] = Field(default_factory=list)
     quiet: bool = False
-    project: str | None = None
-    group: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    group: str | None = Field(None, description="tracker group for every job of the run; default the recipe name")
 
 
 class Scaling(_Strict):
@@ -184,7 +183,7 @@ class RecipeModel(_Strict):
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
+    if not path.is_file():
         raise RecipeError("recipe file not found", file=path, expected="an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -224,12 +223,30 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
     if parents is None:
         return data
     merged: dict = {}
+    plugins: list = []
     for parent in [parents] if isinstance(parents, str) else parents:
         if not isinstance(parent, str):
             raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
                               found=parent)
-        merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path)))
-    return deep_merge(merged, data)
+        parent_path = (path.parent / parent).resolve()
+        parent_data = load_raw(parent_path, (*_seen, path))
+        plugins += _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
+        merged = deep_merge(merged, parent_data)
+    merged = deep_merge(merged, data)
+    # Plugins add up (a child cannot drop what its parents' components need), and a parent's plugin
+    # files stay relative to the parent's folder.
+    own = data.get("plugins", [])
+    if plugins and isinstance(own, list):
+        merged["plugins"] = list(dict.fromkeys(plugins + own))
+    return merged
+
+
+def _rebased_plugins(specs, parent_dir: Path, child_dir: Path) -> list:
+    if not isinstance(specs, list):
+        return []
+    return [os.path.relpath(parent_dir / s, child_dir)
+            if isinstance(s, str) and (s.endswith(".py") or "/" in s or os.sep in s) and not Path(s).is_absolute()
+            else s for s in specs]
 
 
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

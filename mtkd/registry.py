@@ -59,8 +59,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
-            suggestion = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+            # One suggestion, the closest: "mean-prob" -> "mean-probs", not also "median".
+            close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
+            suggestion = f"did you mean {close[0]!r}?" if close else None
             known = ", ".join(self.names()) or "(none registered)"
             raise UnknownComponentError(
                 f"unknown {SINGULAR[self.kind]} {name!r}" + (f"; {suggestion}" if suggestion else ""),

@@ -362,13 +362,15 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     if has_evals and (not state["history"] or state["history"][-1]["step"] != state["step"]):
         run_eval()
     full = _full_state_dict(accelerator, model)
+    checksums = _rank_checksums(accelerator, unwrapped)
     if main:
         save_model(unwrapped, job.out_dir / "final", state_dict=full)
         model_dir = "best" if state["best"] is not None else "final"
         result = {"job": job.name, "steps": state["step"], "epochs": state["epoch"],
                   "steps_per_epoch": steps_per_epoch, "train_seconds": state["train_seconds"],
                   "best": state["best"], "metrics": state["best_metrics"], "history": state["history"],
-                  "model": str(job.out_dir / model_dir), "world_size": accelerator.num_processes}
+                  "model": str(job.out_dir / model_dir), "world_size": accelerator.num_processes,
+                  "rank_checksums": checksums}
         write_json_atomic(result_path, result)
         tracker.summary({"best": state["best"], "train_seconds": state["train_seconds"]})
         if ckpt.exists():  # the finished job no longer needs its resumable state
@@ -385,6 +387,15 @@ def _agree(accelerator, flag: bool) -> bool:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(value, "sum").item() > 0)
+
+
+def _rank_checksums(accelerator, model) -> list[float]:
+    """A checksum of the weights on every rank: replicas that drifted apart show up here."""
+    from accelerate.utils import gather_object
+
+    with torch.no_grad():
+        value = float(sum(p.double().sum().item() + p.double().abs().sum().item() for p in model.parameters()))
+    return gather_object([value]) if accelerator.num_processes > 1 else [value]
 
 
 def _full_state_dict(accelerator, model):

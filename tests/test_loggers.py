@@ -149,7 +149,7 @@ def test_jsonl_appends_and_survives_restart(registries, tmp_path):
     first.log({"loss": torch.tensor(0.5), "acc": 0.25}, step=0)
     first.log({"loss": float("nan")}, step=1)
     # Each line is on disk as soon as it is logged, before finish().
-    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((run_dir / "tracker.jsonl").read_text().splitlines()) == 2
     first.finish()
 
     resumed = registries.loggers.create("jsonl", {"file": "logs/train.jsonl"})
@@ -165,11 +165,11 @@ def test_jsonl_appends_and_survives_restart(registries, tmp_path):
     def strict(text):  # plain JSON only: NaN is not allowed
         return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
 
-    lines = [strict(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = [strict(line) for line in (run_dir / "tracker.jsonl").read_text().splitlines()]
     assert lines == [{"step": 0, "loss": 0.5, "acc": 0.25}, {"step": 1, "loss": None}, {"step": 2, "loss": 0.25}]
     assert [strict(line) for line in (run_dir / "logs" / "train.jsonl").read_text().splitlines()] == [
         {"step": 2, "loss": 0.125}]
-    assert SECRET not in (run_dir / "metrics.jsonl").read_text()
+    assert SECRET not in (run_dir / "tracker.jsonl").read_text()
 
 
 # --- the offline reader on files built by hand -------------------------------------------------------

@@ -8,8 +8,10 @@ the row when the user asked to skip bad rows.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import warnings
@@ -176,6 +178,23 @@ def read_glue_tsv(path: Path, fmt, parse_label: LabelParser | None, bad: BadRows
 # ---------------------------------------------------------------- Parquet (hub or local folder)
 
 
+@contextlib.contextmanager
+def quiet_datasets():
+    """No progress bars or card chatter ("Repo card metadata block was not found") while we load."""
+    import datasets
+
+    card_logger = logging.getLogger("huggingface_hub.repocard")
+    level, bars = card_logger.level, datasets.utils.are_progress_bars_disabled()
+    card_logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        card_logger.setLevel(level)
+        if not bars:
+            datasets.enable_progress_bars()
+
+
 def load_hub_split(source: str, config: str, split: str, *, cache_dir: str | None = None):
     """``datasets.load_dataset`` on a hub id or a local folder in the hub's layout: the same call for both.
 
@@ -183,24 +202,16 @@ def load_hub_split(source: str, config: str, split: str, *, cache_dir: str | Non
     ``nyu-mll/glue`` repository lays them out, so only the wanted split is read.
     """
     import datasets
-    from datasets.utils import logging as ds_logging
 
-    verbosity = ds_logging.get_verbosity()
-    bars = datasets.utils.are_progress_bars_disabled()
-    ds_logging.set_verbosity_error()  # "Repo card metadata block was not found" and similar chatter
-    datasets.disable_progress_bars()
     try:
-        return datasets.load_dataset(source, data_files={split: f"{config}/{split}-*.parquet"}, split=split,
-                                     cache_dir=cache_dir)
+        with quiet_datasets():
+            return datasets.load_dataset(source, data_files={split: f"{config}/{split}-*.parquet"}, split=split,
+                                         cache_dir=cache_dir)
     except Exception as exc:  # network, missing repo or file, unreadable Parquet: all input problems
         raise DataError(f"cannot load {config}/{split} from {source!r}: {exc}", file=source,
                         expected=f"a Hugging Face dataset id or a folder with {config}/{split}-00000-of-00001.parquet",
                         hint="without network access, point `data.glue` (or the task's `source`) at a local "
                              "copy: a Parquet folder laid out like nyu-mll/glue, or a glue_data TSV folder") from exc
-    finally:
-        ds_logging.set_verbosity(verbosity)
-        if not bars:
-            datasets.enable_progress_bars()
 
 
 def normalize_hub_split(ds, spec, split: str, bad: BadRows, *, labeled: bool):
@@ -227,7 +238,7 @@ def normalize_hub_split(ds, spec, split: str, bad: BadRows, *, labeled: bool):
     else:
         valid = np.isin(label, np.arange(len(spec.labels)))
         expected = "a class id from 0 to " + str(len(spec.labels) - 1)
-    if not labeled:  # test splits carry -1 (MRPC test, as in nyu-mll/glue, carries its real labels)
+    if not labeled:  # test splits carry -1 (MRPC test, in nyu-mll/glue, its real labels)
         valid |= label == -1
         expected += " or -1 (unlabeled)"
     text_ok = np.ones(len(label), dtype=bool)
@@ -244,10 +255,15 @@ def normalize_hub_split(ds, spec, split: str, bad: BadRows, *, labeled: bool):
             else:
                 bad(f"row {i}", "invalid label", expected=expected, found=ds[int(i)]["label"])
         ds = ds.select(np.flatnonzero(good).tolist())
+    if not labeled:
+        # test splits are unlabeled, as in GLUE's own files (nyu-mll/glue's MRPC test carries labels):
+        # both layouts then give the same rows, and no test label can leak into training or model choice
+        ds = ds.remove_columns("label").add_column("label", [-1] * len(ds))
     pair = len(spec.hf_text) == 2
     names = {spec.hf_text[0]: "text_a", **({spec.hf_text[1]: "text_b"} if pair else {})}
     ds = ds.select_columns(wanted).rename_columns(names)
-    return ds.cast(features(pair, spec.task_type == "regression"))
+    with quiet_datasets():
+        return ds.cast(features(pair, spec.task_type == "regression"))
 
 
 # ---------------------------------------------------------------- user tables (csv / tsv / jsonl)

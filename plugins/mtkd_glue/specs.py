@@ -131,5 +131,18 @@ SPECS: dict[str, GlueSpec] = {
         tsv_files={TEST: "diagnostic.tsv"}, submission={TEST: "AX.tsv"}, submit_names=True, head_task="mnli"),
 }
 
+DESCRIPTIONS = {
+    "cola": "GLUE CoLA: is the sentence grammatical? (Matthews correlation)",
+    "sst2": "GLUE SST-2: sentiment of movie-review sentences (accuracy)",
+    "mrpc": "GLUE MRPC: are the two news sentences paraphrases? (F1, accuracy)",
+    "stsb": "GLUE STS-B: similarity of two sentences, 0 to 5 (Pearson, Spearman)",
+    "qqp": "GLUE QQP: are the two Quora questions duplicates? (F1, accuracy)",
+    "mnli": "GLUE MNLI: entailment, neutral or contradiction (accuracy, matched and mismatched)",
+    "qnli": "GLUE QNLI: does the sentence answer the question? (accuracy)",
+    "rte": "GLUE RTE: does the first text entail the second? (accuracy)",
+    "wnli": "GLUE WNLI: Winograd pronoun resolution as entailment (accuracy)",
+    "ax": "GLUE AX: diagnostic entailment set, test only, predicted with MNLI's head (Matthews correlation)",
+}
+
 #: glue_data folder names, to recognise the TSV layout
 TSV_DIRS = {spec.tsv_dir for spec in SPECS.values()}

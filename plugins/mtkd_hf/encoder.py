@@ -1,4 +1,4 @@
-"""The ``hf`` encoder: any Hugging Face encoder (BERT, RoBERTa, DeBERTa, ELECTRA, MiniLM...) through AutoModel."""
+"""The ``hf`` encoder: any Hugging Face encoder (BERT, RoBERTa, DeBERTa, ELECTRA, MiniLM...) via AutoModel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from mtkd.components import EncoderOutput
 from mtkd.errors import CheckpointError, RecipeError
+
 from .params import HFEncoderParams
 
 #: Hub ids that an installed package ships for offline use: hub id -> (package, folder inside it).
@@ -49,7 +51,7 @@ def mirror_path(model: str) -> str | None:
 
 
 def resolve_model(model: str, revision: str | None = None) -> str:
-    """A local folder if ``model`` is one or has an offline mirror (unless a revision is pinned), else the id."""
+    """A folder: ``model`` itself or its offline mirror (unless a revision is pinned), else the id."""
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path)
@@ -59,41 +61,49 @@ def resolve_model(model: str, revision: str | None = None) -> str:
 
 
 def _looks_like_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+    windows_path = os.sep != "/" and os.sep in model
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or windows_path
 
 
 def _load_error(what: str, model: str, exc: Exception) -> CheckpointError:
     """A loading failure as an error that says what to do next."""
     if Path(model).expanduser().is_dir():
         if not (Path(model).expanduser() / "config.json").is_file():
-            return CheckpointError(f"{what}: {model!r} is not a Hugging Face model folder (no config.json)",
-                                   expected="a folder written by save_pretrained, or a hub id such as org/name",
-                                   found=model)
+            return CheckpointError(
+                f"{what}: {model!r} is not a Hugging Face model folder (no config.json)", found=model,
+                expected="a folder written by save_pretrained, or a hub id such as org/name")
         return CheckpointError(f"{what}: cannot load {model!r}: {exc}", found=model,
-                               hint="is the folder complete and written by a compatible transformers version?")
+                               hint="is the folder complete and from a compatible transformers version?")
     if _looks_like_path(model):
         return CheckpointError(f"{what}: model folder {model!r} not found", found=model,
                                expected="an existing folder, or a hub id such as org/name")
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
-        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0")
-    hint = ("the Hugging Face hub is unreachable offline (HF_HUB_OFFLINE is set): download the model once where "
-            f"there is network (`hf download {model}`), or set `model:` to a local folder" if offline else
-            f"check the hub id and your network; a local folder works too (`hf download {model} --local-dir DIR`)")
-    return CheckpointError(f"{what}: cannot load {model!r} from the Hugging Face hub", found=str(exc).split("\n")[0],
-                           hint=hint)
+    flags = (os.environ.get(var, "") for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    offline = any(flag not in ("", "0") for flag in flags)
+    if offline:
+        hint = ("the Hugging Face hub is unreachable offline (HF_HUB_OFFLINE is set): download the model "
+                f"once where there is network (`hf download {model}`), or set `model:` to a local folder")
+    else:
+        hint = (f"check the hub id and your network; a local folder works too "
+                f"(`hf download {model} --local-dir DIR`)")
+    return CheckpointError(f"{what}: {model!r} is no local folder and not loadable from the Hugging Face hub",
+                           found=str(exc).split("\n")[0], hint=hint)
 
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    """Silence the load report: truncated layers are reported as unexpected keys, which they are by design."""
+    """Silence the load report and progress bar: truncated layers and checkpoints' pre-training heads are
+    reported as unexpected keys, which they are by design. Missing keys are reported by the caller."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def _load_config(params: HFEncoderParams, source: str, hub_kwargs: dict):
@@ -121,9 +131,10 @@ def _load_config(params: HFEncoderParams, source: str, hub_kwargs: dict):
         if isinstance(layer_types, list) and len(layer_types) == have:
             config.layer_types = layer_types[: params.num_layers]
     if params.dropout is not None:
-        keys = [k for k in DROPOUT_KEYS if isinstance(getattr(config, k, None), float)]
+        rates = {k: getattr(config, k, None) for k in DROPOUT_KEYS}
+        keys = [k for k, v in rates.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if not keys:
-            raise RecipeError(f"dropout: cannot tell which {config.model_type} config keys hold dropout rates",
+            raise RecipeError(f"dropout: cannot tell which {config.model_type} config keys hold dropout",
                               path="dropout", hint="set them through config_overrides instead")
         for key in keys:
             setattr(config, key, params.dropout)
@@ -159,8 +170,8 @@ class HFEncoder(nn.Module):
         kwargs = {}
         if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
-                         return_dict=True, **kwargs)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
         sequence = out.last_hidden_state
         if self.pooling == "pooler":
             pooled = out.pooler_output
@@ -178,8 +189,8 @@ class HFEncoder(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.model.config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        (directory / MARKER).write_text(json.dumps({"source": self.source, "pooling": self.pooling}, indent=2) + "\n",
-                                        encoding="utf-8")
+        marker = {"source": self.source, "pooling": self.pooling}
+        (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def build_hf_encoder(params: HFEncoderParams) -> HFEncoder:
@@ -196,9 +207,20 @@ def build_hf_encoder(params: HFEncoderParams) -> HFEncoder:
     with _quiet_transformers():
         if params.pretrained:
             try:
-                model = AutoModel.from_pretrained(source, config=config, **hub_kwargs)
+                model, info = AutoModel.from_pretrained(source, config=config, output_loading_info=True,
+                                                        **hub_kwargs)
             except (OSError, ValueError, RuntimeError) as exc:
+                if "mismatch" in str(exc).lower():
+                    raise CheckpointError(
+                        f"encoder weights of {params.model!r} do not fit the configured shapes",
+                        found=sorted(params.config_overrides) or None,
+                        hint="config_overrides that change sizes need pretrained: false") from None
                 raise _load_error("encoder weights", source, exc) from None
+            missing = sorted(info.get("missing_keys") or [])
+            if missing:
+                more = " ..." if len(missing) > 4 else ""
+                warnings.warn(f"{params.model}: {len(missing)} tensor(s) not in the checkpoint start from "
+                              f"random values: {', '.join(missing[:4])}{more}", stacklevel=2)
         else:
             try:
                 model = AutoModel.from_config(config, trust_remote_code=params.trust_remote_code)
@@ -221,6 +243,10 @@ def build_hf_encoder(params: HFEncoderParams) -> HFEncoder:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise RecipeError(f"gradient_checkpointing: {config.model_type} models do not support it",
                               path="gradient_checkpointing", found=True)
-        # Non-reentrant checkpointing works with frozen inputs and under DDP.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant checkpointing works with frozen inputs and under DDP (renamed in transformers 5).
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return HFEncoder(model, tokenizer, params.pooling, source=params.model)

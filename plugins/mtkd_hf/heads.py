@@ -1,4 +1,5 @@
-"""Task heads: ``linear`` (dropout + linear on the pooled vector) and ``san`` (MT-DNN's stochastic answer network).
+"""Task heads: ``linear`` (dropout + linear on the pooled vector) and ``san`` (MT-DNN's stochastic answer
+network).
 
 A head is called as ``head(pooled, sequence, attention_mask, token_type_ids)`` and returns logits [B, C].
 """
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkd.errors import RecipeError
+
 from .params import LinearHeadParams, SANHeadParams
 
 #: BERT's initialiser range: new heads start like the rest of a BERT model.
@@ -22,6 +24,11 @@ def _init_linear(layer: nn.Linear) -> nn.Linear:
     nn.init.normal_(layer.weight, std=INIT_STD)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+def _masked_softmax(scores, mask):
+    """Softmax over tokens where ``mask`` is true (the fill value fits the scores' dtype, bf16 included)."""
+    return F.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=1)
 
 
 class LinearHead(nn.Module):
@@ -53,8 +60,8 @@ class SANHead(nn.Module):
         super().__init__()
         if num_outputs < 2:
             raise RecipeError("the san head averages class probabilities and needs at least 2 classes",
-                              path="heads", expected="a classification task", found=f"{num_outputs} output(s)",
-                              hint="use the linear head for regression")
+                              path="heads", expected="a classification task",
+                              found=f"{num_outputs} output(s)", hint="use the linear head for regression")
         self.steps = params.steps
         self.step_dropout = params.step_dropout
         self.dropout = nn.Dropout(params.dropout)
@@ -84,16 +91,14 @@ class SANHead(nn.Module):
             keep = 1.0 - self.memory_dropout
             mask = torch.bernoulli(sequence.new_full((sequence.size(0), 1, sequence.size(2)), keep)) / keep
             memory = sequence * mask
-        neg_inf = torch.finfo(memory.dtype).min
-
-        weights = self.query_attention(memory).squeeze(-1).masked_fill(~hypothesis_mask, neg_inf)
-        state = torch.bmm(F.softmax(weights, dim=1).unsqueeze(1), memory).squeeze(1)
+        weights = _masked_softmax(self.query_attention(memory).squeeze(-1), hypothesis_mask)
+        state = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
 
         scores = []
         for _ in range(self.steps):
-            attention = torch.bmm(memory, self.bilinear(state).unsqueeze(2)).squeeze(2)
-            attention = attention.masked_fill(~premise_mask, neg_inf)
-            read = torch.bmm(F.softmax(attention, dim=1).unsqueeze(1), memory).squeeze(1)
+            scores_k = torch.bmm(memory, self.bilinear(state).unsqueeze(2)).squeeze(2)  # x_i' W s
+            attention = _masked_softmax(scores_k, premise_mask)
+            read = torch.bmm(attention.unsqueeze(1), memory).squeeze(1)
             features = torch.cat([read, state, (read - state).abs(), read * state], dim=1)
             scores.append(self.classifier(self.dropout(features)))
             state = self.gru(read, self.dropout(state))
@@ -105,7 +110,8 @@ class SANHead(nn.Module):
         batch, k = log_probs.shape[:2]
         if self.training and self.step_dropout > 0:
             keep = torch.rand(batch, k, device=log_probs.device) >= self.step_dropout
-            keep[torch.arange(batch, device=keep.device), torch.randint(k, (batch,), device=keep.device)] = True
+            forced = torch.randint(k, (batch,), device=keep.device)
+            keep[torch.arange(batch, device=keep.device), forced] = True
         else:
             keep = torch.ones(batch, k, dtype=torch.bool, device=log_probs.device)
         # log(mean of the kept steps' probabilities), in log space for stability.

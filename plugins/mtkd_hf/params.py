@@ -21,7 +21,7 @@ class HFEncoderParams(Params):
         "auto", description="auto = the model's pooler when it has one (BERT's pooled [CLS]), else cls")
     dropout: float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
     gradient_checkpointing: bool = False
-    trust_remote_code: bool = Field(False, description="run model code from the hub (off unless you trust it)")
+    trust_remote_code: bool = Field(False, description="run model code from the hub (only if you trust it)")
     revision: str | None = Field(None, description="hub branch, tag or commit")
     tokenizer: str | None = Field(None, description="tokenizer hub id or folder; default: the model's")
 
@@ -36,8 +36,8 @@ class SANHeadParams(Params):
     """Parameters of the ``san`` head (MT-DNN's defaults)."""
 
     steps: int = Field(5, ge=1, description="reasoning steps K")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the state before each GRU update and on the "
-                                                         "answer features")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the state before each GRU update and "
+                                                         "on the answer features")
     step_dropout: float = Field(0.1, ge=0, le=1, description="in training, drop whole steps from the average "
                                                              "(one step per example is always kept)")
     memory_dropout: float = Field(0.1, ge=0, lt=1, description="variational dropout on the token memories")

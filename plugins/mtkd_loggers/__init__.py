@@ -146,7 +146,7 @@ class WandbLogger:
 
 
 class JsonlParams(Params):
-    file: str = Field("metrics.jsonl", description="file name, relative to the run folder")
+    file: str = Field("tracker.jsonl", description="file name, relative to the run folder")
 
 
 def _json_value(value):

@@ -12,7 +12,7 @@ Only mtkd's public modules are used: ``mtkd.hookimpl`` to mark the hook function
 
 import mtkd
 
-from .components import FocalLoss, FocalParams, TrimmedMeanProbs, TrimmedMeanParams
+from .components import FocalLoss, FocalParams, TrimmedMeanParams, TrimmedMeanProbs
 
 __all__ = ["FocalLoss", "FocalParams", "TrimmedMeanProbs", "TrimmedMeanParams"]
 
