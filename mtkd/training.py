@@ -22,8 +22,8 @@ import torch
 
 from .data import MultiTaskLoader, tokenize_split
 from .errors import RecipeError
-from .launch import check_world_size
 from .inference import MODEL_INPUTS, predict_logits
+from .launch import check_world_size
 from .model import build_model, copy_encoder_weights, load_model, save_model
 from .plugins import get_registries
 from .scores import glue_score, task_score

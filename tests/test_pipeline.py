@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import TINY_ENCODER, requires_minilm
 
 from mtkd.cli import cli
-
-from helpers import TINY_ENCODER, requires_minilm
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "recipes" / "data" / "glue-sample"
