@@ -9,12 +9,14 @@ the world size it joined is the one asked for. Under an external launcher (torch
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 from .errors import MtkdError
 
 EXPECTED = "MTKD_EXPECTED_WORLD_SIZE"
+SHUTDOWN_TIMEOUT = 600  # seconds torchrun waits for stopped workers before killing them
 
 
 def _strip_nproc(argv: list[str]) -> list[str]:
@@ -33,17 +35,80 @@ def _strip_nproc(argv: list[str]) -> list[str]:
 
 
 def maybe_relaunch(nproc: int) -> bool:
-    """Start ``nproc`` workers running this same command and wait for them; False if not needed."""
-    if nproc <= 1 or "LOCAL_RANK" in os.environ:
+    """Start ``nproc`` workers running this same command and wait for them; False if not needed.
+
+    Inside a worker (LOCAL_RANK set) it joins the process group instead, and returns False.
+    SIGINT/SIGTERM are passed on once: every worker finishes its step, saves a checkpoint and the
+    launcher exits 130; a second signal kills the workers at once.
+    """
+    if "LOCAL_RANK" in os.environ:
+        join_process_group()
+        return False
+    if nproc <= 1:
         return False
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "mtkd", *_strip_nproc(sys.argv[1:])]
+           # torchrun's default 30 s before SIGKILL is too short to finish a step and write a checkpoint.
+           f"--shutdown-timeout={SHUTDOWN_TIMEOUT}", "-m", "mtkd", *_strip_nproc(sys.argv[1:])]
     env = {**os.environ, EXPECTED: str(nproc)}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode:
-        sys.exit(proc.returncode)
+    # Its own session: a terminal's Ctrl-C reaches torchrun once (from here), not twice.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    signals = []
+
+    def forward(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            proc.send_signal(signum)
+        else:
+            _kill_tree(proc.pid)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if signals:
+        sys.exit(130)
+    if code:
+        sys.exit(code)
     return True
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM (a graceful stop) if the launcher itself is killed (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun puts each worker in its own session)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def join_process_group() -> None:
+    """Set up Accelerate's process state for this worker before anything asks who is the main process.
+
+    A bare ``PartialState()`` on a machine without GPUs ignores LOCAL_RANK and makes every worker
+    a world of one (all "main"); with ``cpu=True`` it joins the launcher's world over gloo.
+    """
+    import torch
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available())
 
 
 def check_world_size(actual: int) -> None:

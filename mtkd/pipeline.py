@@ -409,19 +409,21 @@ def _init_from(ctx: RunContext, members: list[Member]) -> Path | None:
     return members[idx].model_dir if idx is not None else None
 
 
+def _init_hash(ctx: RunContext, members) -> str | None:
+    idx = ctx.recipe.model.student.init_from_teacher
+    return members[idx].hash if idx is not None else None
+
+
 def student_folder(ctx: RunContext, soft_hash: str, members) -> Path:
     s = ctx.recipe.resolved["student"]
-    init = _init_from(ctx, members)
     h = content_hash({"config": _student_cfg(ctx), "objective": s["objective"], "soft": soft_hash,
-                      "init": members[s["init_from_teacher"]].hash if init else None, "data": data_hash(ctx)})
+                      "init": _init_hash(ctx, members), "data": data_hash(ctx)})
     return ctx.run_dir / "students" / h
 
 
 def control_folder(ctx: RunContext, members) -> Path:
-    s = ctx.recipe.resolved["student"]
-    init = _init_from(ctx, members)
     h = content_hash({"config": _student_cfg(ctx), "objective": ctx.recipe.resolved["objective"],
-                      "init": members[s["init_from_teacher"]].hash if init else None, "data": data_hash(ctx)})
+                      "init": _init_hash(ctx, members), "data": data_hash(ctx)})
     return ctx.run_dir / "controls" / h
 
 
@@ -525,12 +527,24 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
             _require_students(ctx, members, soft_source)
         students = timed("student", stage_student, ctx, members, soft_source)
     if stage in (None, "evaluate", "report"):
-        if stage == "report" and not (run_dir / "evaluation.json").exists():
-            raise CheckpointError("nothing evaluated yet", file=run_dir, hint="run the evaluate stage first")
+        if stage == "report":
+            _require_evaluation(run_dir, recipe)
         if stage != "report":
             timed("evaluate", stage_evaluate, ctx, members, students)
         return stage_report(ctx)
     return None
+
+
+def _require_evaluation(run_dir: Path, recipe: Recipe) -> None:
+    """The run folder is shared by every version of a recipe: report only this version's evaluation."""
+    path = run_dir / "evaluation.json"
+    if not path.exists():
+        raise CheckpointError("nothing evaluated yet", file=run_dir, hint="run the evaluate stage first")
+    found = json.loads(path.read_text()).get("recipe_hash")
+    if found is not None and found != recipe.hash:
+        raise CheckpointError("the evaluation in the run folder is of another version of the recipe", file=path,
+                              expected=f"recipe hash {recipe.hash}", found=found,
+                              hint="run without --stage (finished stages are reused), or --stage evaluate")
 
 
 def _require_teachers(ctx, members):
@@ -563,8 +577,11 @@ def _force(ctx: RunContext, name: str) -> None:
     elif name == "soft-targets":
         targets = [ctx.run_dir / "soft_targets" / soft_targets_hash(ctx, members)]
         targets += [ctx.run_dir / "teachers" / m.hash / "logits" for m in members]
-    elif name == "student":
-        targets = [ctx.run_dir / "students", ctx.run_dir / "controls"]
+    elif name == "student" and ctx.recipe.model.student is not None:
+        soft = ctx.recipe.model.student.soft_targets
+        soft_hash = content_hash(str(Path(ctx.recipe.resolve_path(soft)))) if soft else \
+            soft_targets_hash(ctx, members)
+        targets = [student_folder(ctx, soft_hash, members), control_folder(ctx, members)]
     elif name in ("evaluate", "report"):
         targets = [ctx.run_dir / "evaluation.json"]
     for t in targets:

@@ -16,7 +16,7 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
     from .data import tokenize_split
     from .inference import predict_logits
     from .model import load_model
-    from .pipeline import _aggregator, load_tasks, run_dir_for
+    from .pipeline import _aggregator, _member_scores, load_tasks, run_dir_for
     from .training import to_predictions
 
     run_dir = run_dir_for(recipe, output)
@@ -36,6 +36,8 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
         members = plan_members(ctx)
         model_dirs = [m.checkpoint or Path(json.loads((run_dir / "teachers" / m.hash / "result.json").read_text())
                                            ["model"]) for m in members]
+        for m, d in zip(members, model_dirs):
+            m.model_dir = d  # member_logits loads it if its dev logits are not stored
         if not model_dirs:
             raise CheckpointError("the recipe has no teachers", file=recipe.file, path="teachers")
     tasks = load_tasks(recipe) if which == "student" else ctx.tasks
@@ -59,7 +61,12 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
                                               pad_token_id=model.encoder.tokenizer.pad_token_id or 0,
                                               precision=r["training"]["precision"]))
             if len(outputs) > 1:
-                targets = _aggregator(recipe, tb.task)(torch.from_numpy(np.stack(outputs)).float()).numpy()
+                agg = _aggregator(recipe, tb.task)
+                weights = None
+                if getattr(agg, "uses_member_scores", False):  # weighted by dev score, as in the soft targets
+                    scores = _member_scores(ctx, members, name)
+                    weights = torch.tensor(scores, dtype=torch.float32) if scores is not None else None
+                targets = agg(torch.from_numpy(np.stack(outputs)).float(), weights=weights).numpy()
             else:
                 targets = outputs[0]
             preds[split] = to_predictions(targets, tb.task.task_type)

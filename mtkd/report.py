@@ -32,11 +32,21 @@ def _result_metrics(result: dict) -> dict:
 
 
 def stage_evaluate(ctx, members, students) -> dict:
-    from .pipeline import aggregate, member_logits, student_seeds
+    from .pipeline import aggregate, data_hash, member_logits, student_seeds
+    from .recipe import content_hash
 
     state = ctx.state
+    # The same recipe and the same trained models: the figures (serving cost included) are reused.
+    inputs = content_hash({"recipe": ctx.recipe.hash, "data": data_hash(ctx), "students": students,
+                           "members": [m.result or str(m.model_dir) for m in members]})
+    path = ctx.run_dir / "evaluation.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous.get("inputs") == inputs:
+            return previous
     evaluated = {n: tb for n, tb in ctx.tasks.items() if tb.evals}
-    out: dict = {"teachers": [], "teacher_names": [m.name for m in members], "ensemble": {}, "students": [],
+    out: dict = {"recipe_hash": ctx.recipe.hash, "inputs": inputs, "teachers": [],
+                 "teacher_names": [m.name for m in members], "ensemble": {}, "students": [],
                  "controls": [], "seeds": [], "timings": dict(ctx.timings)}
     for m in members:
         per_task = {}
@@ -64,7 +74,7 @@ def stage_evaluate(ctx, members, students) -> dict:
     if ctx.recipe.model.evaluation.serving and state.is_main_process and members and out.get("student_models"):
         out["serving"] = measure_serving(ctx, [m.model_dir for m in members], Path(out["student_models"][0]))
     if state.is_main_process:
-        write_json_atomic(ctx.run_dir / "evaluation.json", out)
+        write_json_atomic(path, out)
     state.wait_for_everyone()
     return out
 
@@ -163,14 +173,14 @@ def _fmt(values: list[float]) -> str:
 def report_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """Rows of the comparison table: one per task (its score) and the GLUE-style score."""
     k = len(metrics["teacher_names"])
-    header = ["task"] + [f"T{i}" for i in range(k)] + (["teachers mean ± std"] if k else [])
+    header = ["task"] + [f"T{i}" for i in range(k)] + (["teachers"] if k else [])
     any_task = next(iter(metrics["tasks"].values()), {})
     if "ensemble" in any_task:
         header.append("ensemble")
     if "control" in any_task:
-        header.append("control (hard labels)")
+        header.append("control")
     if "student" in any_task:
-        header.append("student (distilled)")
+        header.append("student")
     rows = []
     for task, e in metrics["tasks"].items():
         ts = [task_score(t) for t in e["teachers"] if t]
@@ -183,7 +193,7 @@ def report_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
             row.append(_fmt([task_score(c) for c in e.get("students", []) if c]))
         rows.append(row)
     s = metrics["score"]
-    row = ["GLUE-style score"] + [f"{v:.2f}" for v in s.get("teachers", [])] + ([_fmt(s["teachers"])] if k else [])
+    row = ["GLUE-style"] + [f"{v:.2f}" for v in s.get("teachers", [])] + ([_fmt(s["teachers"])] if k else [])
     if "ensemble" in any_task:
         row.append(f"{s['ensemble']:.2f}")
     if "control" in any_task:
@@ -210,7 +220,9 @@ def _detail_rows(metrics: dict) -> list[str]:
 def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     header, rows = report_rows(metrics)
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
-             "scale; a task's score is the mean of its metrics; ± is the standard deviation over members or seeds.",
+             "scale; a task's score is the mean of its metrics. T0… are the teachers, `teachers` their mean ± std; "
+             "`ensemble` aggregates them as the soft targets do; `control` is the student's exact set-up trained on hard "
+             "labels only; `student` is distilled (± over seeds).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
@@ -227,7 +239,7 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
             label = f"ensemble ({s['members']} members)" if who == "ensemble" else "student"
             lines.append(f"| {label} | {s['parameters']:,} | " + " | ".join(cells) + " |")
     if metrics.get("timings"):
-        lines += ["", "## Wall time per stage (this invocation; cached stages take ~0 s)", ""]
+        lines += ["", "## Wall time per stage (the run that evaluated; stages it reused take ~0 s)", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in metrics["timings"].items()]
     return "\n".join(lines) + "\n"
 
@@ -247,7 +259,8 @@ def stage_report(ctx) -> dict:
         tmp.write_text(md, encoding="utf-8")
         tmp.replace(ctx.run_dir / "report.md")
         header, rows = report_rows(metrics)
-        table = Table(title=f"{ctx.recipe.model.name}: dev scores (x100)")
+        table = Table(title=f"{ctx.recipe.model.name}: dev scores (x100)",
+                      caption="control = same set-up on hard labels only; student = distilled; ± over members/seeds")
         for h in header:
             table.add_column(h, justify="left" if h == "task" else "right")
         for r in rows:

@@ -80,7 +80,11 @@ def make_accelerator(scaling: dict, training: dict):
     """An Accelerator for this job's precision and the recipe's scaling strategy."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils import (
+        DeepSpeedPlugin,
+        DistributedDataParallelKwargs,
+        FullyShardedDataParallelPlugin,
+    )
 
     precision = training["precision"]
     cuda = torch.cuda.is_available()
@@ -93,6 +97,7 @@ def make_accelerator(scaling: dict, training: dict):
                     "gradient_accumulation_steps": training["grad_accum"], "cpu": not cuda}
     strategy = scaling.get("strategy", "auto")
     if strategy == "deepspeed":
+        kwargs["cpu"] = False  # Accelerate turns DeepSpeed off under cpu=True; DeepSpeed has a CPU backend
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(
             zero_stage=scaling["zero_stage"], gradient_accumulation_steps=training["grad_accum"],
             gradient_clipping=training["grad_clip"] or 0.0,
@@ -100,6 +105,9 @@ def make_accelerator(scaling: dict, training: dict):
             offload_param_device="cpu" if scaling["offload"] and scaling["zero_stage"] == 3 else "none")
     elif strategy == "fsdp":
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy=scaling["fsdp_sharding"].upper())
+    else:
+        # A batch holds one task: the other tasks' heads get no gradient in that step.
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     accelerator = Accelerator(**kwargs)
     check_world_size(accelerator.num_processes)
     return accelerator
@@ -187,6 +195,17 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def _recover_checkpoint(ckpt: Path) -> None:
+    """A kill in the middle of ``_replace_dir`` leaves the checkpoint as ``.tmp`` (complete once its
+    trainer_state.json exists, which is written last) or as ``.old``; put it back in place."""
+    if ckpt.exists():
+        return
+    for candidate in (ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")):
+        if (candidate / "trainer_state.json").exists():
+            os.replace(candidate, ckpt)
+            return
+
+
 class _StopFlag:
     """Turns SIGINT/SIGTERM into "finish this step, checkpoint, exit"."""
 
@@ -263,6 +282,9 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     state = {"step": 0, "epoch": 0, "loader": loader.state_dict(), "best": None, "best_metrics": None,
              "history": [], "train_seconds": 0.0}
     ckpt = job.out_dir / "checkpoint"
+    if main:
+        _recover_checkpoint(ckpt)
+    accelerator.wait_for_everyone()
     if ckpt.exists():
         accelerator.load_state(str(ckpt))
         state = json.loads((ckpt / "trainer_state.json").read_text())

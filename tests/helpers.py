@@ -137,3 +137,138 @@ def tiny_batch(tokenizer, pairs=PAIRS, *, pair: bool = True) -> dict:
     second = [b for _, b in pairs] if pair else None
     batch = tokenizer(first, second, padding=True, truncation=True, max_length=64, return_tensors="pt")
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+
+# ---------------------------------------------------------------- mtkd as a real subprocess
+
+
+def mtkd_env(**extra: str) -> dict[str, str]:
+    """Environment for running ``python -m mtkd`` in a subprocess: first-party plugins only, offline."""
+    import os
+
+    from conftest import FIRST_PARTY
+
+    env = {**os.environ, "MTKD_LOAD_PLUGINS": FIRST_PARTY, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           # One thread: tiny models gain nothing from more, and tests share the cores with each other.
+           "OMP_NUM_THREADS": "1"}
+    env.pop("MTKD_DISABLE_PLUGINS", None)
+    env.update(extra)
+    return env
+
+
+def run_mtkd(args, *, timeout: float = 120, env: dict | None = None, command=None):
+    """Run ``python -m mtkd ARGS`` (or ``command + ARGS``) to completion; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    cmd = list(command or [sys.executable, "-m", "mtkd"]) + [str(a) for a in args]
+    return subprocess.run(cmd, env=env or mtkd_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def only_job(run_dir: Path, stage: str = "teachers") -> Path:
+    """The single job folder of ``stage`` in a run folder (e.g. ``teachers/<hash>``)."""
+    (job,) = [p for p in (Path(run_dir) / stage).iterdir() if p.is_dir()]
+    return job
+
+
+# ---------------------------------------------------------------- whole-pipeline recipes and data
+
+REPO = Path(__file__).resolve().parent.parent
+GLUE_SAMPLE = REPO / "recipes" / "data" / "glue-sample"
+
+
+def pipeline_recipe(tmp_path: Path, **changes) -> Path:
+    """A fast recipe file (tiny encoder, RTE + SST-2 samples, one epoch, no serving benchmark) in ``tmp_path``.
+
+    Top-level ``changes`` replace the defaults' sections (``student=None`` drops the base student).
+    One thread per job: two pytest workers on two cores would otherwise oversubscribe the CPU.
+    """
+    import yaml
+
+    recipe = {
+        "extends": str(REPO / "recipes" / "base.yaml"),
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"glue": str(GLUE_SAMPLE), "max_length": 32, "cache_dir": str(tmp_path / "cache")},
+        "tasks": [{"name": "rte", "max_train_examples": 24, "max_eval_examples": 16},
+                  {"name": "sst2", "max_train_examples": 24, "max_eval_examples": 16}],
+        "encoder": TINY_ENCODER,
+        "training": {"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "log_every": 1, "num_threads": 1},
+        "teachers": {"members": [{"seed": 1}, {"seed": 2}]},
+        "student": {"seeds": [1], "control": False},
+        "evaluation": {"serving": False},
+    }
+    recipe.update(changes)
+    path = tmp_path / f"{recipe['name']}.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def run_cli(*args):
+    """``mtkd ARGS`` in-process; returns click's Result (exit_code, output)."""
+    from click.testing import CliRunner
+
+    from mtkd.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def glue_sample_with_test(dest: Path, tasks=("CoLA", "RTE"), test_rows: int = 10) -> Path:
+    """A glue_data folder: the shipped sample's train/dev files plus a ``test.tsv`` in GLUE's test format
+    (header ``index<TAB>sentence`` or ``index<TAB>sentence1<TAB>sentence2``, no labels) made of dev rows."""
+    import csv
+    import shutil
+
+    for task in tasks:
+        src, out = GLUE_SAMPLE / task, Path(dest) / task
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("train.tsv", "dev.tsv"):
+            shutil.copy(src / name, out / name)
+        lines = (src / "dev.tsv").read_text(encoding="utf-8").splitlines()
+        if task == "CoLA":  # headerless: source, label, mark, sentence
+            header, texts = ["index", "sentence"], [[line.split("\t")[3]] for line in lines[:test_rows]]
+        else:
+            cols = lines[0].split("\t")
+            keep = [c for c in cols if c.startswith("sentence")]
+            rows = list(csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))[:test_rows]
+            header, texts = ["index", *keep], [[r[c] for c in keep] for r in rows]
+        body = ["\t".join([str(i), *t]) for i, t in enumerate(texts)]
+        (out / "test.tsv").write_text("\n".join(["\t".join(header), *body]) + "\n", encoding="utf-8")
+    return Path(dest)
+
+
+#: Words of the synthetic sentiment task: the label says which list the one sentiment word came from.
+POSITIVE = ("great", "excellent", "wonderful", "superb", "lovely")
+NEGATIVE = ("terrible", "awful", "dreadful", "poor", "horrible")
+FILLER = ("the", "movie", "was", "plot", "and", "actors", "film", "story", "music", "quite", "very", "really",
+          "ending", "scenes")
+
+
+def synthetic_sentiment(path: Path, n: int, seed: int, *, score: bool = False) -> Path:
+    """A CSV (``sentence,label``) of filler words plus one sentiment word, balanced labels.
+
+    ``score=True`` writes a regression task instead: the label is the number of positive words (0 to 3).
+    """
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 8))]
+        if score:
+            label = i % 4
+            inserted = [rng.choice(POSITIVE) for _ in range(label)] + [rng.choice(NEGATIVE)] * (3 - label)
+        else:
+            label = "positive" if i % 2 else "negative"
+            inserted = [rng.choice(POSITIVE if i % 2 else NEGATIVE)]
+        for word in inserted:
+            words.insert(rng.randrange(len(words) + 1), word)
+        rows.append({"sentence": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, ["sentence", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)

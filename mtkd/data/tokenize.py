@@ -32,14 +32,19 @@ def default_cache_root() -> Path:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of what decides a tokenizer's output: class, ``name_or_path``, vocabulary and rules.
+    """A hash of what decides a tokenizer's output: class, vocabulary and rules.
+
+    Not its path: every teacher checkpoint carries its own copy of the same tokenizer, and they must
+    share one cache entry.
 
     Fast tokenizers are hashed through their serialised ``tokenizers`` JSON, minus the truncation
     and padding settings that each call changes; slow ones through their vocabulary and init options.
     """
+    cached = getattr(tokenizer, "_mtkd_fingerprint", None)
+    if cached is not None:  # serialising a fast tokenizer costs ~0.1-1 s; a tokenizer does not change
+        return cached
     h = hashlib.sha256()
     h.update(type(tokenizer).__name__.encode())
-    h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         spec = json.loads(backend.to_str())
@@ -51,7 +56,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
         h.update(json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str).encode())
     for attr in ("truncation_side", "padding_side", "model_input_names"):
         h.update(f"{attr}={getattr(tokenizer, attr, None)}".encode())
-    return h.hexdigest()[:16]
+    fingerprint = h.hexdigest()[:16]
+    try:
+        tokenizer._mtkd_fingerprint = fingerprint
+    except AttributeError:
+        pass
+    return fingerprint
 
 
 def _canonical(value: Any) -> Any:
