@@ -111,6 +111,23 @@ def join_process_group() -> None:
     PartialState(cpu=not torch.cuda.is_available())
 
 
+def world_of_one() -> None:
+    """Describe a world of one process in the environment, unless a launcher already did.
+
+    DeepSpeed always wants a process group; without a launcher it would go looking for MPI.
+    """
+    import socket
+
+    import torch
+
+    if "LOCAL_RANK" in os.environ or torch.distributed.is_initialized():
+        return
+    with socket.socket() as sock:  # a free port for the group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def check_world_size(actual: int) -> None:
     expected = os.environ.get(EXPECTED)
     if expected and int(expected) != actual:

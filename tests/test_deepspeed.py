@@ -46,8 +46,9 @@ def _recipe(folder: Path) -> Path:
                   "save_every": SAVE_EVERY})
 
 
-def _args(recipe: Path, out: Path, *extra) -> list[str]:
-    return ["recipe", "run", str(recipe), "--stage", "teachers", "--output", str(out), "-q", "--nproc", "2", *extra]
+def _args(recipe: Path, out: Path, *extra, nproc: int = 2) -> list[str]:
+    return ["recipe", "run", str(recipe), "--stage", "teachers", "--output", str(out), "-q", "--nproc", str(nproc),
+            *extra]
 
 
 def _result(out: Path) -> dict:
@@ -132,3 +133,14 @@ def test_zero2_stops_on_sigterm_and_resumes_to_the_same_weights(runs, tmp_path):
     assert _result(out)["rank_checksums"] == _result(zero2)["rank_checksums"]
     expected, weights = _weights(zero2), _weights(out)
     assert [k for k in expected if not torch.equal(expected[k], weights[k])] == []
+
+
+def test_zero2_in_one_process_needs_no_launcher(runs, tmp_path):
+    """Without --nproc or a launcher, mtkd gives DeepSpeed a world of one (else it would look for MPI)."""
+    recipe, ddp, _ = runs
+    out = tmp_path / "one"
+    done = run_mtkd(_args(recipe, out, *DEEPSPEED, nproc=1), timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _result(out)["world_size"] == 1
+    expected, losses = _losses(ddp), _losses(out)
+    assert max(abs(losses[s] - expected[s]) for s in expected) < LOSS_TOL
