@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -183,7 +184,8 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     try:
         run_pipeline(r, output=output, stage=stage, force=force, console=console, quiet=quiet)
     except RunInterrupted as exc:
-        console.print(f"[yellow]Interrupted[/]: {exc}. Re-run the same command to resume.", highlight=False)
+        if os.environ.get("RANK", "0") == "0":  # one message, not one per worker
+            console.print(f"[yellow]Interrupted[/]: {exc}. Re-run the same command to resume.", highlight=False)
         sys.exit(130)
 
 

@@ -31,6 +31,17 @@ class Tracker:
             for lg in self.loggers:
                 lg.start(run_dir=run_dir, name=job, group=group, job_type=job.split("-")[0], config=config)
 
+    def forget_after(self, step: int) -> None:
+        """Drop JSON-lines records after ``step``: a resumed run logs those steps again."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(self.path)
+
     def log(self, metrics: dict[str, Any], *, step: int) -> None:
         if not self.enabled or not metrics:
             return

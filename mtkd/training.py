@@ -294,8 +294,9 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
         loader.load_state_dict(state["loader"])
 
     config = {**job.config, "job": job.name}
-    tracker = Tracker(run_dir=job.out_dir.parent.parent if job.out_dir.parent.name == "jobs" else job.out_dir,
-                      job=job.name, group=group, config=config, loggers=loggers if main else (), enabled=main)
+    tracker = Tracker(run_dir=job.out_dir, job=job.name, group=group, config=config,
+                      loggers=loggers if main else (), enabled=main)
+    tracker.forget_after(state["step"])  # lines logged after the checkpoint a killed run resumes from
     eval_every = t["eval_every"]
     has_evals = any(td.evals for td in job.tasks.values())
     unwrapped = accelerator.unwrap_model(model)
