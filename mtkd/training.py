@@ -392,7 +392,7 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     if main:
         save_model(unwrapped, job.out_dir / "final", state_dict=full)
         model_dir = "best" if state["best"] is not None else "final"
-        result = {"job": job.name, "steps": state["step"], "epochs": state["epoch"],
+        result = {"job": job.name, "steps": state["step"], "epochs": round(state["step"] / max(1, steps_per_epoch), 3),
                   "steps_per_epoch": steps_per_epoch, "train_seconds": state["train_seconds"],
                   "best": state["best"], "metrics": state["best_metrics"], "history": state["history"],
                   "model": str(job.out_dir / model_dir), "world_size": accelerator.num_processes,
