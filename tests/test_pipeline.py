@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
-from helpers import TINY_ENCODER, requires_minilm
+from helpers import pipeline_recipe, requires_minilm
 
 from mtkd.cli import cli
 
@@ -20,23 +19,11 @@ pytestmark = requires_minilm
 
 
 def tiny_recipe(tmp_path: Path, **changes) -> Path:
-    recipe = {
-        "extends": str(ROOT / "recipes" / "base.yaml"),
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "data": {"glue": str(SAMPLE), "max_length": 48, "cache_dir": str(tmp_path / "cache")},
-        "tasks": [{"name": "rte", "max_train_examples": 32, "max_eval_examples": 24},
-                  {"name": "sst2", "max_train_examples": 32, "max_eval_examples": 24}],
-        "encoder": TINY_ENCODER,
-        "training": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "log_every": 1},
-        "teachers": {"members": [{"seed": 1}, {"seed": 2, "heads": {"rte": {"type": "san"}}}]},
-        "student": {"seeds": [1], "control": True},
-        "evaluation": {"serving_examples": 8, "serving_batch_sizes": [1, 8]},
-    }
-    recipe.update(changes)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    """helpers.pipeline_recipe with a SAN-head member, a control and the serving benchmark switched on."""
+    defaults = {"teachers": {"members": [{"seed": 1}, {"seed": 2, "heads": {"rte": {"type": "san"}}}]},
+                "student": {"seeds": [1], "control": True},
+                "evaluation": {"serving_examples": 8, "serving_batch_sizes": [1, 8]}}
+    return pipeline_recipe(tmp_path, **{**defaults, **changes})
 
 
 def run(*args):
