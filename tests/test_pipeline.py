@@ -12,9 +12,6 @@ from helpers import pipeline_recipe, requires_minilm
 
 from mtkd.cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "recipes" / "data" / "glue-sample"
-
 pytestmark = requires_minilm
 
 
