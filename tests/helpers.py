@@ -272,3 +272,21 @@ def synthetic_sentiment(path: Path, n: int, seed: int, *, score: bool = False) -
         writer.writeheader()
         writer.writerows(rows)
     return Path(path)
+
+
+def job_result(out: Path) -> dict:
+    """result.json of the single job under ``out``."""
+    return json.loads((only_job(out) / "result.json").read_text())
+
+
+def job_losses(out: Path, job: str = "teacher-0") -> dict[int, float]:
+    """The training loss logged at each step by the single job under ``out``."""
+    rows = [json.loads(line) for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r[f"{job}/train/loss"] for r in rows if f"{job}/train/loss" in r}
+
+
+def job_weights(out: Path) -> dict:
+    """The final weights of the single job under ``out``."""
+    from safetensors.torch import load_file
+
+    return load_file(str(only_job(out) / "final" / "model.safetensors"))

@@ -21,7 +21,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_ENCODER, mtkd_env, only_job, requires_minilm, run_mtkd
+from helpers import (
+    TINY_ENCODER,
+    job_losses,
+    job_result,
+    job_weights,
+    mtkd_env,
+    only_job,
+    requires_minilm,
+    run_mtkd,
+)
 from test_pipeline import tiny_recipe
 
 pytestmark = [
@@ -51,20 +60,6 @@ def _args(recipe: Path, out: Path, *extra, nproc: int = 2) -> list[str]:
             *extra]
 
 
-def _result(out: Path) -> dict:
-    return json.loads((only_job(out) / "result.json").read_text())
-
-
-def _losses(out: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["teacher-0/train/loss"] for r in rows if "teacher-0/train/loss" in r}
-
-
-def _weights(out: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(only_job(out) / "final" / "model.safetensors"))
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -77,21 +72,21 @@ def runs(tmp_path_factory):
     return recipe, folder / "ddp", folder / "zero2"
 
 
-def test_zero2_trains_like_ddp_and_saves_the_full_weights(runs):
+def test_zero2_trains_like_ddp_and_saves_the_fulljob_weights(runs):
     import torch
 
     _, ddp, zero2 = runs
-    result = _result(zero2)
+    result = job_result(zero2)
     assert result["world_size"] == 2 and result["steps"] == STEPS
     assert result["rank_checksums"][0] == result["rank_checksums"][1]
-    expected, losses = _losses(ddp), _losses(zero2)
+    expected, losses = job_losses(ddp), job_losses(zero2)
     assert sorted(losses) == list(range(1, STEPS + 1))
     worst = max(abs(losses[s] - expected[s]) for s in expected)
     assert worst < LOSS_TOL, f"largest loss difference to DDP {worst:.2e}"
-    for mine, theirs in zip(result["history"], _result(ddp)["history"], strict=True):
+    for mine, theirs in zip(result["history"], job_result(ddp)["history"], strict=True):
         assert mine["metrics"]["rte"] == pytest.approx(theirs["metrics"]["rte"])
     # The saved model is whole (not a shard) and is the DDP model up to rounding.
-    weights, ddp_weights = _weights(zero2), _weights(ddp)
+    weights, ddp_weights = job_weights(zero2), job_weights(ddp)
     assert weights.keys() == ddp_weights.keys()
     for name, value in ddp_weights.items():
         assert weights[name].shape == value.shape
@@ -99,7 +94,7 @@ def test_zero2_trains_like_ddp_and_saves_the_full_weights(runs):
     assert (only_job(zero2) / "final" / "mtkd_model.json").exists()
 
 
-def test_zero2_stops_on_sigterm_and_resumes_to_the_same_weights(runs, tmp_path):
+def test_zero2_stops_on_sigterm_and_resumes_to_the_samejob_weights(runs, tmp_path):
     import torch
 
     recipe, _, zero2 = runs
@@ -130,8 +125,8 @@ def test_zero2_stops_on_sigterm_and_resumes_to_the_same_weights(runs, tmp_path):
     logged = [json.loads(line)["step"] for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()
               if "teacher-0/train/loss" in line]
     assert logged == list(range(1, STEPS + 1))
-    assert _result(out)["rank_checksums"] == _result(zero2)["rank_checksums"]
-    expected, weights = _weights(zero2), _weights(out)
+    assert job_result(out)["rank_checksums"] == job_result(zero2)["rank_checksums"]
+    expected, weights = job_weights(zero2), job_weights(out)
     assert [k for k in expected if not torch.equal(expected[k], weights[k])] == []
 
 
@@ -141,6 +136,6 @@ def test_zero2_in_one_process_needs_no_launcher(runs, tmp_path):
     out = tmp_path / "one"
     done = run_mtkd(_args(recipe, out, *DEEPSPEED, nproc=1), timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _result(out)["world_size"] == 1
-    expected, losses = _losses(ddp), _losses(out)
+    assert job_result(out)["world_size"] == 1
+    expected, losses = job_losses(ddp), job_losses(out)
     assert max(abs(losses[s] - expected[s]) for s in expected) < LOSS_TOL

@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_ENCODER, mtkd_env, only_job, requires_minilm, run_mtkd
+from helpers import (
+    TINY_ENCODER,
+    job_losses,
+    job_result,
+    job_weights,
+    mtkd_env,
+    only_job,
+    requires_minilm,
+    run_mtkd,
+)
 from test_pipeline import tiny_recipe
 
 pytestmark = requires_minilm
@@ -41,20 +50,6 @@ def _args(recipe: Path, out: Path, *extra) -> list[str]:
     return ["recipe", "run", str(recipe), "--stage", "teachers", "--output", str(out), "-q", *extra]
 
 
-def _result(out: Path) -> dict:
-    return json.loads((only_job(out) / "result.json").read_text())
-
-
-def _losses(out: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["teacher-0/train/loss"] for r in rows if "teacher-0/train/loss" in r}
-
-
-def _weights(out: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(only_job(out) / "final" / "model.safetensors"))
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -69,8 +64,8 @@ def runs(tmp_path_factory):
 
 def test_nproc_2_starts_two_processes_that_stay_identical(runs):
     _, one, two = runs
-    result = _result(two)
-    assert result["world_size"] == 2 and _result(one)["world_size"] == 1
+    result = job_result(two)
+    assert result["world_size"] == 2 and job_result(one)["world_size"] == 1
     assert result["steps"] == STEPS
     checksums = result["rank_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
@@ -78,7 +73,7 @@ def test_nproc_2_starts_two_processes_that_stay_identical(runs):
 
 def test_loss_curve_matches_one_process_with_the_same_global_batch(runs):
     _, one, two = runs
-    single, double = _losses(one), _losses(two)
+    single, double = job_losses(one), job_losses(two)
     assert sorted(single) == sorted(double) == list(range(1, STEPS + 1))
     worst = max(abs(single[s] - double[s]) for s in single)
     assert worst < LOSS_TOL, f"largest loss difference {worst:.2e}"
@@ -88,7 +83,7 @@ def test_loss_curve_matches_one_process_with_the_same_global_batch(runs):
 
 def test_dev_metrics_count_every_example_once(runs):
     _, one, two = runs
-    single, double = _result(one), _result(two)
+    single, double = job_result(one), job_result(two)
     assert [h["step"] for h in double["history"]] == [8, 16, 24]
     for a, b in zip(single["history"], double["history"]):
         assert b["metrics"].keys() == a["metrics"].keys() == {"rte", "sst2"}
@@ -111,9 +106,9 @@ def test_torchrun_directly_gives_the_same_run(runs, tmp_path):
     done = run_mtkd(["--standalone", "--nproc_per_node", "2", "-m", "mtkd", *_args(recipe, out, "--set", "scaling.nproc=2")],
                     command=command, timeout=240, env=mtkd_env(OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
-    result = _result(out)
+    result = job_result(out)
     assert result["world_size"] == 2
-    assert result["rank_checksums"] == _result(two)["rank_checksums"]
+    assert result["rank_checksums"] == job_result(two)["rank_checksums"]
 
 
 def test_sigterm_stops_both_ranks_at_a_checkpoint_and_the_rerun_resumes_exactly(runs, tmp_path):
@@ -152,6 +147,6 @@ def test_sigterm_stops_both_ranks_at_a_checkpoint_and_the_rerun_resumes_exactly(
     logged = [json.loads(line)["step"] for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()
               if "teacher-0/train/loss" in line]
     assert logged == list(range(1, STEPS + 1))
-    assert _result(out)["rank_checksums"] == _result(two)["rank_checksums"]
-    expected, weights = _weights(two), _weights(out)
+    assert job_result(out)["rank_checksums"] == job_result(two)["rank_checksums"]
+    expected, weights = job_weights(two), job_weights(out)
     assert [k for k in expected if not torch.equal(expected[k], weights[k])] == []
