@@ -27,8 +27,12 @@ SAVE_EVERY = 3
 TRAINING = {"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "log_every": 1, "save_every": SAVE_EVERY}
 
 
+TASKS = [{"name": "rte", "max_train_examples": 32, "max_eval_examples": 16},
+         {"name": "sst2", "max_train_examples": 32, "max_eval_examples": 16}]
+
+
 def _recipe(folder: Path) -> Path:
-    return tiny_recipe(folder, teachers={"members": [{"seed": 1}]}, student=None, training=TRAINING)
+    return tiny_recipe(folder, teachers={"members": [{"seed": 1}]}, student=None, training=TRAINING, tasks=TASKS)
 
 
 def _command(recipe: Path, out: Path) -> list[str]:
