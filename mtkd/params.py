@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 
@@ -18,6 +18,33 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """For components that take no parameters."""
+
+
+#: The ``json_schema_extra`` key that marks a parameter as a local file or folder (see :func:`path_field`).
+PATH_MARK = "mtkd_path"
+
+
+def path_field(default=..., **kwargs):
+    """A ``Field`` holding a file or folder (or a hub id that may also be a folder).
+
+    The pipeline resolves a relative value before the component is built: from the working directory if it
+    exists there, else from the recipe's folder — as it does for data paths. The recipe's hash keeps the value
+    as written, so moving a checkout does not invalidate its runs.
+    """
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    return Field(default, json_schema_extra={**extra, PATH_MARK: True}, **kwargs)
+
+
+def path_params(model: type[BaseModel]) -> list[str]:
+    """The names of ``model``'s parameters declared with :func:`path_field`."""
+    return [name for name, field in model.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(PATH_MARK)]
+
+
+def resolve_paths(params: dict, model: type[BaseModel], resolve) -> dict:
+    """``params`` with each path parameter (a string) passed through ``resolve``."""
+    return {**params, **{name: resolve(params[name]) for name in path_params(model)
+                         if isinstance(params.get(name), str)}}
 
 
 def join_path(prefix: str, loc) -> str:

@@ -27,6 +27,7 @@ import torch
 
 from .data import fingerprint_dataset, subsample
 from .errors import CheckpointError, RecipeError
+from .params import resolve_paths
 from .plugins import get_registries
 from .recipe import Recipe, content_hash, variation_config
 from .training import Job, TaskData, train, write_json_atomic
@@ -202,10 +203,21 @@ def _job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, object
         tasks[tname] = TaskData(tb.task, train_ds, tb.evals, objectives[tname], tb.loss_weight,
                                 (soft or {}).get(tname))
     data = ctx.recipe.resolved["data"]
-    return Job(name=name, out_dir=out_dir, spec={"encoder": cfg["encoder"], "heads": cfg["heads"]},
+    return Job(name=name, out_dir=out_dir, spec=_model_spec(ctx.recipe, cfg),
                training=cfg["training"], seed=seed, tasks=tasks, max_length=data["max_length"],
                cache_dir=data["cache_dir"], init_encoder_from=init_from,
                config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash, "job": name})
+
+
+def _model_spec(recipe: Recipe, cfg: dict) -> dict:
+    """The encoder and heads of ``cfg`` with their path parameters resolved (see ``mtkd.params.path_field``)."""
+    reg = get_registries()
+
+    def resolved(kind: str, comp: dict) -> dict:
+        return resolve_paths(comp, reg[kind].get(comp["type"]).params, recipe.resolve_path)
+
+    heads = {task: resolved("heads", comp) for task, comp in (cfg["heads"] or {}).items()}
+    return {"encoder": resolved("encoders", cfg["encoder"]), "heads": heads}
 
 
 def _loggers(ctx: RunContext):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import pipeline_recipe, requires_minilm
+from helpers import TINY_ENCODER, only_job, pipeline_recipe, requires_minilm
 
 from mtkd.cli import cli
 
@@ -123,3 +123,29 @@ def test_a_later_stage_alone_needs_the_earlier_ones(tmp_path, stage):
     result = run(recipe, "--stage", stage)
     assert result.exit_code == 2
     assert "has not been trained" in result.output or "has not run" in result.output
+
+
+@requires_minilm
+def test_a_relative_encoder_folder_is_found_from_the_recipes_folder(tmp_path, monkeypatch):
+    """`encoder.model: models/tiny` next to the recipe works from any working directory, and the hash keeps
+    the path as written (moving the checkout does not invalidate runs)."""
+    import shutil
+
+    from mtkd.recipe import load_recipe
+    from plugins.mtkd_hf.encoder import mirror_path
+
+    project = tmp_path / "project"
+    model_dir = project / "models" / "tiny"
+    model_dir.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(Path(mirror_path(TINY_ENCODER["model"])) / name, model_dir / name)
+    recipe = pipeline_recipe(project, encoder={**TINY_ENCODER, "model": "models/tiny"},
+                             teachers={"members": [{"seed": 1}]}, student=None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run(recipe, "--stage", "teachers")
+    assert result.exit_code == 0, result.output
+    spec = json.loads((only_job(project / "runs" / "tiny") / "final" / "mtkd_model.json").read_text())["spec"]
+    assert spec["encoder"]["model"] == str(model_dir)
+    assert load_recipe(recipe).resolved["encoder"]["model"] == "models/tiny"

@@ -6,13 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mtkd.params import Params
+from mtkd.params import Params, path_field
 
 
 class HFEncoderParams(Params):
     """Parameters of the ``hf`` encoder."""
 
-    model: str = Field(description="hub id (org/name) or local folder")
+    model: str = path_field(description="hub id (org/name) or local folder (relative: to the working "
+                                        "directory, else to the recipe's folder)")
     pretrained: bool = Field(True, description="load the weights; false = random init from the config")
     config_overrides: dict[str, Any] = Field(default_factory=dict,
                                              description="config values to change, e.g. {hidden_size: 32}")
@@ -23,7 +24,7 @@ class HFEncoderParams(Params):
     gradient_checkpointing: bool = False
     trust_remote_code: bool = Field(False, description="run model code from the hub (only if you trust it)")
     revision: str | None = Field(None, description="hub branch, tag or commit")
-    tokenizer: str | None = Field(None, description="tokenizer hub id or folder; default: the model's")
+    tokenizer: str | None = path_field(None, description="tokenizer hub id or folder; default: the model's")
 
 
 class LinearHeadParams(Params):
