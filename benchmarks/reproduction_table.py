@@ -1,9 +1,12 @@
 """Print the reproduction tables of docs/results.md from runs' metrics.json files.
 
     python benchmarks/reproduction_table.py A=runs/minilm-glue-kd-A/metrics-A.json B=runs/.../metrics.json
+    python benchmarks/reproduction_table.py --summary A=... B=...
 
 Per task (its score: the mean of its metrics) and GLUE-style score: each teacher, their mean ± std, the
 ensemble, the hard-label control and the distilled student (mean ± std over seeds), then every metric.
+``--summary``: one row per run (GLUE-style scores, and student − control per task); with ``--exclude TASK``
+also the GLUE-style scores recomputed without that task (e.g. WNLI, whose dev set has 71 examples).
 """
 
 from __future__ import annotations
@@ -56,10 +59,58 @@ def table(label: str, metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(runs: list[tuple[str, dict]]) -> str:
+    tasks = list(dict.fromkeys(t for _, m in runs for t in m["tasks"]))
+    head = ["run", "teachers", "ensemble", "control", "student", "student − control",
+            *(f"{t} Δ" for t in tasks)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, m in runs:
+        sc = m["score"]
+        deltas = []
+        for t in tasks:
+            e = m["tasks"].get(t, {})
+            c = [task_score(x) for x in e.get("controls", [])]
+            s = [task_score(x) for x in e.get("students", [])]
+            deltas.append(f"{mean_std(s)[0] - mean_std(c)[0]:+.2f}" if c and s else "")
+        lines.append(f"| {label} | {fmt(sc['teachers'])} | {sc['ensemble']:.2f} | {fmt(sc['controls'])} | "
+                     f"{fmt(sc['students'])} | {sc['student'] - sc['control']:+.2f} | " + " | ".join(deltas) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def without(metrics: dict, excluded: set[str]) -> dict:
+    """``metrics`` with the excluded tasks dropped and the GLUE-style scores recomputed per model and seed."""
+    tasks = {t: e for t, e in metrics["tasks"].items() if t not in excluded}
+
+    def scores(key: str) -> list[float]:
+        n = len(next(iter(tasks.values()))[key])
+        return [sum(task_score(e[key][i]) for e in tasks.values()) / len(tasks) for i in range(n)]
+
+    score = {"teachers": scores("teachers"), "controls": scores("controls"), "students": scores("students"),
+             "ensemble": sum(task_score(e["ensemble"]) for e in tasks.values()) / len(tasks)}
+    score["control"], score["student"] = mean_std(score["controls"])[0], mean_std(score["students"])[0]
+    return {**metrics, "tasks": tasks, "score": score}
+
+
 def main(argv: list[str]) -> None:
-    for arg in argv:
+    args = list(argv)
+    brief = "--summary" in args
+    excluded = set()
+    while "--exclude" in args:
+        i = args.index("--exclude")
+        excluded.add(args[i + 1])
+        del args[i:i + 2]
+    runs = []
+    for arg in (a for a in args if a != "--summary"):
         label, _, path = arg.partition("=")
-        print(table(label, json.loads(Path(path).read_text())))
+        runs.append((label, json.loads(Path(path).read_text())))
+    if brief:
+        print(summary(runs))
+        if excluded:
+            print(f"Without {', '.join(sorted(excluded))}:\n")
+            print(summary([(label, without(m, excluded)) for label, m in runs]))
+        return
+    for label, metrics in runs:
+        print(table(label, metrics))
 
 
 if __name__ == "__main__":
