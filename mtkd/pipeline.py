@@ -30,7 +30,7 @@ from .errors import CheckpointError, RecipeError
 from .params import resolve_paths
 from .plugins import get_registries
 from .recipe import Recipe, content_hash, variation_config
-from .training import Job, TaskData, train, write_json_atomic
+from .training import Job, TaskData, check_hardware, train, write_json_atomic
 
 STAGES = ("teachers", "soft-targets", "student", "evaluate", "report")
 
@@ -502,7 +502,12 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
         _force(ctx, name)
 
     members = plan_members(ctx)
+    for m in (m for m in members if m.checkpoint is None):
+        check_hardware(recipe.resolved["scaling"], m.config["training"], file=recipe.file,
+                       training_path=f"teachers.members[{m.index}].training")
     if recipe.model.student is not None:  # check what can be checked before hours of training
+        check_hardware(recipe.resolved["scaling"], _student_cfg(ctx)["training"], file=recipe.file,
+                       training_path="student.training")
         _objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
     _objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
     if members:

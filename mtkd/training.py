@@ -76,26 +76,45 @@ def tokenize_job(job: Job, tokenizer) -> dict[str, TaskData]:
 # ---------------------------------------------------------------- accelerator
 
 
+def check_hardware(scaling: dict, training: dict, *, file=None, training_path: str = "training") -> None:
+    """Refuse set-ups that this machine cannot run as asked, before any work starts."""
+    if torch.cuda.is_available():
+        return
+    if training["precision"] == "fp16":
+        raise RecipeError("fp16 on a CPU is about 100x slower than fp32", file=file,
+                          path=f"{training_path}.precision", found="fp16",
+                          expected="fp32 or bf16 on CPU (bf16 autocast is 1.3-1.6x faster here)")
+    if scaling.get("strategy") == "fsdp":
+        # Accelerate runs FSDP only on accelerators; on CPU it would silently wrap the model in plain DDP.
+        raise RecipeError("FSDP needs GPUs: on a CPU Accelerate does not shard the model", file=file,
+                          path="scaling.strategy", found="fsdp",
+                          expected="ddp (or auto) on CPU, or deepspeed (ZeRO has a CPU backend)")
+
+
+#: the recipe's ``scaling.fsdp_sharding`` -> torch's ShardingStrategy name
+FSDP_SHARDING = {"full": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "no_shard": "NO_SHARD"}
+
+
+def fsdp_plugin(scaling: dict):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    return FullyShardedDataParallelPlugin(sharding_strategy=FSDP_SHARDING[scaling["fsdp_sharding"]])
+
+
 def make_accelerator(scaling: dict, training: dict):
     """An Accelerator for this job's precision and the recipe's scaling strategy."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import (
-        DeepSpeedPlugin,
-        DistributedDataParallelKwargs,
-        FullyShardedDataParallelPlugin,
-    )
+    from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs
 
     precision = training["precision"]
     cuda = torch.cuda.is_available()
-    if precision == "fp16" and not cuda:
-        raise RecipeError("fp16 on a CPU is about 100x slower than fp32", path="training.precision",
-                          expected="fp32 or bf16 on CPU (bf16 autocast is 1.3-1.6x faster here)", found="fp16")
+    check_hardware(scaling, training)
+    strategy = scaling.get("strategy", "auto")
     # Each job may differ in precision; Accelerate keeps it in a process-wide singleton.
     AcceleratorState._reset_state()
     kwargs: dict = {"mixed_precision": {"fp32": "no"}.get(precision, precision),
                     "gradient_accumulation_steps": training["grad_accum"], "cpu": not cuda}
-    strategy = scaling.get("strategy", "auto")
     if strategy == "deepspeed":
         kwargs["cpu"] = False  # Accelerate turns DeepSpeed off under cpu=True; DeepSpeed has a CPU backend
         world_of_one()
@@ -105,7 +124,7 @@ def make_accelerator(scaling: dict, training: dict):
             offload_optimizer_device="cpu" if scaling["offload"] else "none",
             offload_param_device="cpu" if scaling["offload"] and scaling["zero_stage"] == 3 else "none")
     elif strategy == "fsdp":
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy=scaling["fsdp_sharding"].upper())
+        kwargs["fsdp_plugin"] = fsdp_plugin(scaling)
     else:
         # A batch holds one task: the other tasks' heads get no gradient in that step.
         kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]

@@ -310,3 +310,31 @@ def test_ensemble_predictions_weighted_by_member_dev_scores(tmp_path):
         weighted = weighted + weight * softmax(predict_logits(model, "rte", tok, batch_size=8, pad_token_id=0))
     rows = read_submission(run_dir / "submission-ensemble" / "RTE.tsv")[1:]
     assert [r[1] for r in rows] == [task.labels[i] for i in weighted.argmax(1)]
+
+
+# ---------------------------------------------------------------- set-ups this machine cannot run
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusals are for CPU-only machines")
+@pytest.mark.parametrize("changes, path, found", [
+    ({"teachers": {"members": [{"seed": 1}, {"seed": 2, "training": {"precision": "fp16"}}]}},
+     "teachers.members[1].training.precision", "fp16"),
+    ({"scaling": {"strategy": "fsdp"}}, "scaling.strategy", "fsdp"),
+])
+def test_cpu_refuses_fp16_and_fsdp_before_training_starts(tmp_path, changes, path, found):
+    recipe = pipeline_recipe(tmp_path, **changes)
+    result = run_cli("recipe", "run", recipe, "--quiet")
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert str(recipe.name) in flat and path in flat and found in flat
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs" / "tiny" / "teachers").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("sharding", ["full", "shard_grad_op", "no_shard"])
+def test_every_fsdp_sharding_a_recipe_accepts_builds_accelerates_plugin(sharding):
+    from mtkd.recipe import Scaling
+    from mtkd.training import fsdp_plugin
+
+    plugin = fsdp_plugin(Scaling(strategy="fsdp", fsdp_sharding=sharding).model_dump())
+    assert plugin.sharding_strategy.name == {"full": "FULL_SHARD"}.get(sharding, sharding.upper())
