@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
         del args[i:i + 2]
     runs = []
     for arg in (a for a in args if a != "--summary"):
-        label, _, path = arg.partition("=")
+        label, _, path = arg.rpartition("=")  # labels may hold "=" (α=0.8), paths rarely do
         runs.append((label, json.loads(Path(path).read_text())))
     if brief:
         print(summary(runs))
