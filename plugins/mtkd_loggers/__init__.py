@@ -15,6 +15,7 @@ import math
 import netrc
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -141,8 +142,36 @@ class WandbLogger:
 
     def finish(self) -> None:
         run, self._run = self._run, None
-        if run is not None:
-            run.finish()  # wandb.finish() for this run (ours is not the global wandb.run)
+        if run is None:
+            return
+        run_file = self.run_dir / f"run-{run.id}.wandb" if self.mode == "offline" else None
+        run.finish()  # wandb.finish() for this run (ours is not the global wandb.run)
+        if run_file is not None:
+            _wait_until_written(run_file)
+
+
+def _wait_until_written(run_file: Path, timeout: float = 60.0) -> None:
+    """Wait until an offline run file holds the run's exit record.
+
+    wandb writes the file from its own service process, which can still be writing when ``finish()``
+    returns (seen on a loaded 2-core machine): reading the run back, or exiting, at that moment
+    would find it incomplete.
+    """
+    from mtkd.errors import DataError
+
+    from .offline_reader import read_wandb_offline
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if run_file.is_file() and read_wandb_offline(run_file)["exit_code"] is not None:
+                return
+        except DataError:  # a record being written
+            pass
+        if time.monotonic() > deadline:
+            print(f"mtkd: W&B has not finished writing {run_file} after {timeout:.0f} s", file=sys.stderr)
+            return
+        time.sleep(0.1)
 
 
 class JsonlParams(Params):
