@@ -30,7 +30,7 @@ from .errors import CheckpointError, RecipeError
 from .params import resolve_paths
 from .plugins import get_registries
 from .recipe import Recipe, content_hash, variation_config
-from .training import Job, TaskData, check_hardware, train, write_json_atomic
+from .training import Job, TaskData, check_hardware, check_selection, train, write_json_atomic
 
 STAGES = ("teachers", "soft-targets", "student", "evaluate", "report")
 
@@ -502,12 +502,15 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
         _force(ctx, name)
 
     members = plan_members(ctx)
-    for m in (m for m in members if m.checkpoint is None):
-        check_hardware(recipe.resolved["scaling"], m.config["training"], file=recipe.file,
-                       training_path=f"teachers.members[{m.index}].training")
-    if recipe.model.student is not None:  # check what can be checked before hours of training
-        check_hardware(recipe.resolved["scaling"], _student_cfg(ctx)["training"], file=recipe.file,
-                       training_path="student.training")
+    trainings = [(m.config["training"], f"teachers.members[{m.index}].training")
+                 for m in members if m.checkpoint is None]
+    if recipe.model.student is not None:
+        trainings.append((_student_cfg(ctx)["training"], "student.training"))
+    task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
+    for training, where in trainings:  # check what can be checked before hours of training
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where)
+        check_selection(training, task_objs, file=recipe.file, training_path=where)
+    if recipe.model.student is not None:
         _objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
     _objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
     if members:

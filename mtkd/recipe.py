@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 
 from .errors import RecipeError
 from .params import recipe_error
@@ -74,6 +74,10 @@ class Data(BaseModel):
         return dict(self.model_extra or {})
 
 
+#: Training keys that joined after the first release; see Training._omit_unset_later_keys.
+LATER_TRAINING_KEYS = ("best_tasks",)
+
+
 class Training(_Strict):
     epochs: float = Field(3, gt=0)
     max_steps: int | None = Field(None, gt=0)
@@ -90,7 +94,20 @@ class Training(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     eval_every: int | Literal["epoch"] = "epoch"
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
-    best_metric: str = Field("score", description="`score` (GLUE-style mean) or `TASK.METRIC`")
+    best_metric: str = Field("score", description="which dev checkpoint to keep: `score` (GLUE-style mean over "
+                                                  "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
+    best_tasks: list[str] | None = Field(None, description="the tasks whose mean is `score` (default: all); e.g. "
+                                                           "leave out a tiny, noisy dev set such as WNLI's")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_later_keys(self, handler):
+        """Keys added after 0.1 are left out of the resolved recipe while unset, so the stage hashes of
+        earlier runs stay valid and their teachers and students are reused."""
+        data = handler(self)
+        for key in LATER_TRAINING_KEYS:
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
     log_every: int = Field(10, gt=0)
     sampling: Component
     num_threads: int | None = Field(None, gt=0)

@@ -186,14 +186,38 @@ def to_predictions(outputs, task_type: str):
     return outputs[:, 0] if task_type == "regression" else outputs.argmax(-1)
 
 
-def select_metric(metrics: dict, best_metric: str) -> float:
+def select_metric(metrics: dict, best_metric: str, best_tasks=None) -> float:
+    """The value that ranks dev checkpoints (higher is better)."""
     if best_metric == "score":
-        return glue_score(metrics)
+        chosen = {k: v for k, v in metrics.items() if best_tasks is None or k in best_tasks}
+        if not chosen:
+            raise RecipeError("training.best_tasks names no evaluated task", path="training.best_tasks",
+                              expected=f"some of {sorted(metrics)}", found=best_tasks)
+        return glue_score(chosen)
     task, _, metric = best_metric.partition(".")
     if task not in metrics:
         raise RecipeError("best_metric names no evaluated task", path="training.best_metric",
                           expected="`score` or TASK.METRIC", found=best_metric)
     return metrics[task][metric] if metric else task_score(metrics[task])
+
+
+def check_selection(training: dict, tasks: dict, *, file=None, training_path: str = "training") -> None:
+    """``best_metric`` and ``best_tasks`` name tasks (and metrics) of the run, checked before training."""
+    best, names = training["best_metric"], sorted(tasks)
+    if best not in ("score", "final"):
+        task, _, metric = best.partition(".")
+        if task not in tasks:
+            raise RecipeError(f"best_metric names task {task!r}, which is not in the run", file=file,
+                              path=f"{training_path}.best_metric", found=best,
+                              expected=f"score, final, TASK or TASK.METRIC with TASK one of {names}")
+        known = getattr(tasks[task], "metric_names", None)
+        if metric and known and metric not in known:
+            raise RecipeError(f"task {task!r} has no metric {metric!r}", file=file,
+                              path=f"{training_path}.best_metric", found=best, expected=f"one of {list(known)}")
+    unknown = [t for t in training.get("best_tasks") or () if t not in tasks]
+    if unknown:
+        raise RecipeError(f"best_tasks names tasks that are not in the run: {unknown}", file=file,
+                          path=f"{training_path}.best_tasks", found=unknown, expected=f"some of {names}")
 
 
 # ---------------------------------------------------------------- state files
@@ -338,9 +362,11 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
         if not main:
             return
         flat = {f"{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
-        value = select_metric(metrics, t["best_metric"])
         tracker.log({**flat, "dev/score": glue_score(metrics)}, step=state["step"])
         state["history"].append({"step": state["step"], "epoch": state["epoch"], "metrics": metrics})
+        if t["best_metric"] == "final":
+            return
+        value = select_metric(metrics, t["best_metric"], t.get("best_tasks"))
         if state["best"] is None or value > state["best"]:
             state["best"], state["best_metrics"] = value, metrics
             save_model(unwrapped, job.out_dir / "best", state_dict=_full_state_dict(accelerator, model))
@@ -413,7 +439,9 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
         model_dir = "best" if state["best"] is not None else "final"
         result = {"job": job.name, "steps": state["step"], "epochs": round(state["step"] / max(1, steps_per_epoch), 3),
                   "steps_per_epoch": steps_per_epoch, "train_seconds": state["train_seconds"],
-                  "best": state["best"], "metrics": state["best_metrics"], "history": state["history"],
+                  "best": state["best"], "history": state["history"],
+                  "metrics": state["best_metrics"] if state["best"] is not None else
+                  (state["history"][-1]["metrics"] if state["history"] else None),
                   "model": str(job.out_dir / model_dir), "world_size": accelerator.num_processes,
                   "rank_checksums": checksums}
         write_json_atomic(result_path, result)

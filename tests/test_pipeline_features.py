@@ -338,3 +338,64 @@ def test_every_fsdp_sharding_a_recipe_accepts_builds_accelerates_plugin(sharding
 
     plugin = fsdp_plugin(Scaling(strategy="fsdp", fsdp_sharding=sharding).model_dump())
     assert plugin.sharding_strategy.name == {"full": "FULL_SHARD"}.get(sharding, sharding.upper())
+
+
+# ---------------------------------------------------------------- which dev checkpoint a job keeps
+
+
+def test_select_metric_over_chosen_tasks():
+    from mtkd.errors import RecipeError
+    from mtkd.training import select_metric
+
+    metrics = {"cola": {"mcc": 10.0}, "mrpc": {"f1": 80.0, "accuracy": 70.0}, "wnli": {"accuracy": 30.0}}
+    assert select_metric(metrics, "score") == pytest.approx((10 + 75 + 30) / 3)
+    assert select_metric(metrics, "score", ["cola", "mrpc"]) == pytest.approx((10 + 75) / 2)
+    assert select_metric(metrics, "mrpc") == pytest.approx(75.0)
+    assert select_metric(metrics, "mrpc.f1") == 80.0
+    with pytest.raises(RecipeError, match="best_tasks"):
+        select_metric(metrics, "score", ["rte"])
+
+
+@pytest.mark.parametrize("training, path, found", [
+    ({"best_metric": "cola.mcc"}, "student.training.best_metric", "cola.mcc"),
+    ({"best_metric": "rte.f1"}, "student.training.best_metric", "rte.f1"),
+    ({"best_tasks": ["rte", "wnli"]}, "student.training.best_tasks", "wnli"),
+])
+def test_checkpoint_selection_naming_other_tasks_is_refused_before_training(tmp_path, training, path, found):
+    recipe = pipeline_recipe(tmp_path, student={"seeds": [1], "training": training})
+    result = run_cli("recipe", "run", recipe, "--quiet")
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert path in flat and found in flat and "Traceback" not in result.output
+    assert not (tmp_path / "runs" / "tiny" / "teachers").exists()
+
+
+def test_best_metric_final_keeps_the_last_weights_and_best_tasks_choose_the_checkpoint(tmp_path):
+    from helpers import only_job
+
+    training = {"epochs": 2, "batch_size": 16, "eval_batch_size": 32, "log_every": 1, "num_threads": 1}
+    for sub in ("final", "rte"):
+        (tmp_path / sub).mkdir()
+    final = pipeline_recipe(tmp_path / "final", teachers={"members": [{"seed": 1}]}, student=None,
+                            training={**training, "best_metric": "final"})
+    run(final, "--stage", "teachers")
+    result = json.loads((only_job(tmp_path / "final" / "runs" / "tiny") / "result.json").read_text())
+    assert result["model"].endswith("final") and result["best"] is None
+    assert len(result["history"]) == 2 and result["metrics"] == result["history"][-1]["metrics"]
+
+    chosen = pipeline_recipe(tmp_path / "rte", teachers={"members": [{"seed": 1}]}, student=None,
+                             training={**training, "best_tasks": ["rte"]})
+    run(chosen, "--stage", "teachers")
+    result = json.loads((only_job(tmp_path / "rte" / "runs" / "tiny") / "result.json").read_text())
+    assert result["best"] == max(h["metrics"]["rte"]["accuracy"] for h in result["history"])
+
+
+def test_training_keys_added_later_stay_out_of_the_hash_until_set(tmp_path):
+    """Runs made before `training.best_tasks` existed keep their stage hashes (and are reused)."""
+    from mtkd.recipe import load_recipe
+
+    path = pipeline_recipe(tmp_path)
+    plain = load_recipe(path)
+    assert "best_tasks" not in plain.resolved["training"]
+    chosen = load_recipe(path, ["training.best_tasks=[rte]"])
+    assert chosen.resolved["training"]["best_tasks"] == ["rte"] and chosen.hash != plain.hash
