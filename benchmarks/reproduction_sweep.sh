@@ -10,7 +10,7 @@ MTKD=${MTKD:-.venv/bin/mtkd}
 RECIPE=recipes/minilm-glue-kd.yaml
 OUT=${1:-runs/minilm-glue-kd-A}
 shift || true
-LABELS=${*:-strong-teachers strong-kl-t2 strong-alpha-0.8 strong-compression strong-alpha-0.8-5seeds kl-t2}
+LABELS=${*:-strong-teachers strong-kl-t2 strong-alpha-0.8 strong-compression strong-alpha-0.8-5seeds kl-t2 strong-kl-t2-alpha-0.8}
 
 # Stronger teachers: 3 epochs at twice the learning rate (MiniLM-L6 learns nothing on CoLA at 5e-5 in 2 epochs);
 # the third member keeps its lower learning rate and higher dropout relative to the others.
@@ -41,6 +41,7 @@ for label in $LABELS; do
     strong-compression) run "$label" "${STRONG[@]}" "${SMALL[@]}" ;;
     strong-alpha-0.8-5seeds) run "$label" "${STRONG[@]}" "${ALPHA_08[@]}" "${FIVE_SEEDS[@]}" ;;
     kl-t2)              run "$label" "${KL_T2[@]}" ;;
+    strong-kl-t2-alpha-0.8) run "$label" "${STRONG[@]}" "${KL_T2[@]}" "${ALPHA_08[@]}" ;;
     *) echo "unknown label: $label" >&2; exit 2 ;;
   esac
 done
