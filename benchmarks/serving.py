@@ -1,23 +1,35 @@
-"""Serving cost: the distilled student against the K-member teacher ensemble it replaces.
+"""Serving cost: the distilled student in every deployable format against the K-member ensemble it replaces.
 
-Models (same precision and thread count): the ensemble is K MiniLM-L6 multi-task models (the teachers'
-architecture); the student is one MiniLM-L6 and, with ``--student-layers 3``, also a 3-layer MiniLM
-(its first 3 layers). Weights do not matter for speed: encoders are the pretrained MiniLM, heads random.
+Systems (the same thread count; requests alternate between them, request by request):
 
-Data: the SST-2 validation split (872 sentences) in arrival order (not sorted by length: a server sees
-requests as they come), tokenised once beforehand, each batch padded to its longest row (mtkd's
-``eval_batches``). One request = one batch; its latency is the time for every member's forward pass and
-the ensemble's probability average (the student: one forward and a softmax). Throughput = examples /
-summed latencies. The sides alternate batch by batch round after round (student, ensemble, student,
-...), p50/p95 latencies over all batches of all rounds.
+- ``ensemble``: K MiniLM-L6 multi-task models (the teachers' architecture), eager PyTorch fp32, the
+  members' probabilities averaged. Its heads are untrained (speed only: the weights do not change it).
+- ``student eager fp32`` / ``student eager bf16``: one MiniLM-L6 in PyTorch (bf16: CPU autocast).
+- ``student onnx`` / ``student onnx-int8``: ``mtkd export --format onnx [--quantize int8]`` of the same
+  checkpoint, run with ONNX Runtime (all graph optimisations; int8: dynamic quantization of the linear
+  layers), each export checked against the checkpoint on the dev split first.
+- ``student-3l eager fp32`` / ``student-3l onnx-int8``: the compressed student, MiniLM's first 3 layers.
+- ``hf pipeline``: ``transformers.pipeline("text-classification")`` on ``mtkd export --format hf`` of the
+  student, fed the raw sentences: the baseline a user would otherwise deploy. It tokenises inside the
+  timed call; the ``tokenise only`` row times the fast tokenizer on the same requests, so that part can
+  be told apart.
 
-Run: .venv/bin/python benchmarks/serving.py [--quick] [--precision fp32|bf16] [--threads N]
+The students are trained SST-2 checkpoints (``trained_student.py``: cached under
+``benchmarks/out/students/``), so the dev scores are real; with ``--quick`` they are untrained.
+
+Data: the SST-2 validation split in arrival order (not sorted by length: a server sees requests as
+they come), tokenised once beforehand, each request batch padded to its longest row (mtkd's
+``eval_batches``). Throughput = examples / summed latencies; p50/p95 over all requests of all rounds;
+size on disk = the files a server loads (mtkd checkpoint folder, ONNX folder, HF folder); dev score =
+accuracy on the requests, from the first round's outputs.
+
+Run: .venv/bin/python benchmarks/serving.py [--quick] [--threads N] [--train-steps N]
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
+from pathlib import Path
 
 import common
 
@@ -37,94 +49,182 @@ def build(task, *, layers: int | None, seed: int):
     return build_model({"encoder": encoder, "heads": {"default": {"type": "linear"}}}, {TASK: task}).eval()
 
 
-def predict(models, batch, precision: str):
-    """Class probabilities of one request batch: the members' average (one member: its own)."""
+def ensemble_runner(models):
     import torch
 
-    from mtkd.inference import MODEL_INPUTS, autocast
+    from mtkd.inference import MODEL_INPUTS
 
-    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-    with torch.no_grad(), autocast(precision, torch.device("cpu")):
-        probs = [torch.softmax(m(TASK, **inputs).float(), dim=-1) for m in models]
-    return torch.stack(probs).mean(0)
+    def run(batch):
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        with torch.inference_mode():
+            return torch.stack([torch.softmax(m(TASK, **inputs).float(), -1) for m in models]).mean(0)
+    return run
+
+
+def pipeline_runner(folder: Path, texts: list[str], threads: int):
+    """The HF pipeline on the rows a request batch holds (by position), returning [B, C] scores."""
+    import numpy as np
+    import torch
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=-1)
+    label2id = pipe.model.config.label2id
+    torch.set_num_threads(threads)
+
+    def run(batch):
+        rows = [texts[i] for i in batch["positions"].tolist()]
+        with torch.inference_mode():
+            out = pipe(rows, batch_size=len(rows), top_k=None, truncation=True, max_length=MAX_LENGTH)
+        scores = np.zeros((len(rows), len(label2id)), dtype=np.float32)
+        for i, labels in enumerate(out):
+            for item in labels:
+                scores[i, label2id[item["label"]]] = item["score"]
+        return scores
+    return run
+
+
+def tokenise_runner(tokenizer, texts: list[str]):
+    def run(batch):
+        rows = [texts[i] for i in batch["positions"].tolist()]
+        return tokenizer(rows, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="np")
+    return run
+
+
+def accuracy(outputs: list, batches: list, labels) -> float:
+    import numpy as np
+
+    preds = np.concatenate([np.asarray(o.float() if hasattr(o, "float") else o).argmax(-1) for o in outputs])
+    positions = np.concatenate([b["positions"].numpy() for b in batches])
+    return float(100 * (preds == np.asarray(labels)[positions]).mean())
 
 
 def main() -> None:
-    import numpy as np
+    import onnxruntime  # noqa: F401  (the `serve` extra; fail before the long set-up)
+    from mtkd_hf.export import DevSet, export_model
+    from mtkd_hf.serving import folder_bytes, format_runner, time_requests
 
     from mtkd.data import eval_batches, tokenize_split
-    from mtkd.model import count_parameters
+    from mtkd.model import count_parameters, load_model, save_model
 
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=None, help="validation rows (default all 872; quick 48)")
     p.add_argument("--teachers", type=int, default=3)
     p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--student-layers", type=int, default=None, help="also measure a student with this many layers")
+    p.add_argument("--student-layers", type=int, default=3, help="layers of the compressed student (0: none)")
+    p.add_argument("--train-steps", type=int, default=120,
+                   help="SST-2 training steps of the students (trained_student.py; cached)")
+    p.add_argument("--student", type=Path, default=None, help="an mtkd checkpoint to serve instead")
+    p.add_argument("--compressed", type=Path, default=None, help="the compressed student's checkpoint")
     args = p.parse_args()
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 2)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     common.setup_torch(args.threads)
 
     task = common.glue_task(TASK, common.glue_source())
     split = task.eval_splits[0]
-    dev = task.load_split(split)
-    n = args.examples or (48 if args.quick else len(dev))
-    if n > len(dev):
-        print(f"NOTICE: asked for {n} rows but {split} has {len(dev)}; using {len(dev)}")
-    dev = dev.select(range(min(n, len(dev))))
+    full_dev = task.load_split(split)
+    n = min(args.examples or (48 if args.quick else len(full_dev)), len(full_dev))
+    dev = full_dev.select(range(n))
 
-    systems = {"student": [build(task, layers=None, seed=0)]}
-    if args.student_layers:
-        systems[f"student-{args.student_layers}l"] = [build(task, layers=args.student_layers, seed=0)]
-    systems["ensemble"] = [build(task, layers=None, seed=1 + i) for i in range(args.teachers)]
-    tokenizer = systems["student"][0].encoder.tokenizer
     with tempfile.TemporaryDirectory(prefix="mtkd-bench-") as tmp:
-        data = tokenize_split(task, split, tokenizer, max_length=MAX_LENGTH, cache_dir=tmp, dataset=dev)
+        tmp = Path(tmp)
+        students = {}
+        for name, given, layers in (("student", args.student, None),
+                                    (f"student-{args.student_layers}l", args.compressed, args.student_layers)):
+            if layers == 0:
+                continue
+            if given is not None:
+                students[name] = given
+            elif args.quick:
+                students[name] = save_model(build(task, layers=layers, seed=0), tmp / name)
+            else:
+                import trained_student
+
+                students[name] = trained_student.train_student(task=TASK, steps=args.train_steps, layers=layers,
+                                                               threads=args.threads)
+        members = [build(task, layers=None, seed=1 + i) for i in range(args.teachers)]
+        ensemble_bytes = sum(folder_bytes(save_model(m, tmp / f"member-{i}")) for i, m in enumerate(members))
+
+        model = load_model(students["student"]).eval()
+        tokenizer = model.encoder.tokenizer
+        data = tokenize_split(task, split, tokenizer, max_length=MAX_LENGTH, cache_dir=str(tmp / "cache"), dataset=dev)
         batches = {bs: list(eval_batches(data, batch_size=bs, pad_token_id=tokenizer.pad_token_id or 0,
                                          sort_by_length=False)) for bs in batch_sizes}
-    print(f"{TASK} {split}: {len(dev)} examples, batch sizes {batch_sizes}, {args.precision}, {args.threads} "
-          f"thread(s), {repeats} round(s) of {list(systems)}")
+        texts, labels = list(dev["text_a"]), list(dev["label"])
+        check = DevSet(task, split, dev, max_length=MAX_LENGTH, cache_dir=str(tmp / "cache"))
 
-    for bs in batch_sizes:  # warm-up (not counted)
-        for models in systems.values():
-            for b in batches[bs][:2]:
-                predict(models, b, args.precision)
+        systems, info = {}, {}
+        systems["ensemble"] = ensemble_runner(members)
+        info["ensemble"] = {"parameters": sum(count_parameters(m) for m in members), "size_bytes": ensemble_bytes,
+                            "format": f"{len(members)} x eager fp32", "trained": False}
+        exports = {}
+        for name, ckpt in students.items():
+            m = model if name == "student" else load_model(ckpt).eval()
+            fmts = ["eager-fp32", "eager-bf16", "onnx", "onnx-int8"] if name == "student" else ["eager-fp32",
+                                                                                               "onnx-int8"]
+            for fmt in fmts:
+                folder = None
+                if fmt.startswith("onnx"):
+                    folder = tmp / f"{name}-{fmt}"
+                    exports[f"{name} {fmt}"] = export_model(
+                        ckpt, TASK, folder, format="onnx", quantize="int8" if fmt == "onnx-int8" else None,
+                        dev=check, max_score_drop=100.0, threads=args.threads)
+                systems[f"{name} {fmt}"] = format_runner(fmt, model=m, folder=folder, task=TASK, threads=args.threads)
+                info[f"{name} {fmt}"] = {"parameters": count_parameters(m), "format": fmt, "trained": not args.quick,
+                                         "size_bytes": folder_bytes(folder if folder is not None else ckpt)}
+        hf_folder = tmp / "student-hf"
+        export_model(students["student"], TASK, hf_folder, format="hf")
+        systems["hf pipeline"] = pipeline_runner(hf_folder, texts, args.threads)
+        info["hf pipeline"] = {"parameters": count_parameters(model), "size_bytes": folder_bytes(hf_folder),
+                               "format": "transformers pipeline() on the hf export, fp32, tokenising",
+                               "trained": not args.quick}
+        systems["tokenise only"] = tokenise_runner(tokenizer, texts)
+        info["tokenise only"] = {"format": "the fast tokenizer on the request's sentences"}
 
-    latencies: dict = {name: {bs: [] for bs in batch_sizes} for name in systems}
-    for r in range(repeats):
-        for bs in batch_sizes:
-            for b in batches[bs]:
-                for name, models in systems.items():  # alternate per request
-                    start = time.perf_counter()
-                    predict(models, b, args.precision)
-                    latencies[name][bs].append(time.perf_counter() - start)
-        print(f"  round {r + 1}/{repeats} done")
+        print(f"{TASK} {split}: {n} examples, batch sizes {batch_sizes}, {args.threads} thread(s), "
+              f"{repeats} round(s) of {len(systems)} systems")
+        outputs: dict = {}
+        timed = time_requests(systems, batches, rounds=repeats, outputs=outputs)
 
     results = {}
-    for name, models in systems.items():
-        res = {"members": len(models), "parameters": int(sum(count_parameters(m) for m in models))}
-        for bs in batch_sizes:
-            t = np.array(latencies[name][bs])
-            res[f"batch_{bs}"] = {"examples_per_s": len(dev) * repeats / t.sum(),
-                                  "p50_ms": float(np.percentile(t, 50) * 1000),
-                                  "p95_ms": float(np.percentile(t, 95) * 1000), "requests": len(t)}
+    for name in systems:
+        res = {**info[name], **timed[name]}
+        if name != "tokenise only":
+            bs = max(batch_sizes)
+            res["dev_accuracy"] = accuracy(outputs[name][bs], batches[bs], labels)
+        if name in exports:
+            res["export_check"] = exports[name].get("dev")
         results[name] = res
-    speedup = {f"{name}_vs_ensemble": {f"batch_{bs}": common.ratio(results[name][f"batch_{bs}"]["examples_per_s"],
-                                                                   results["ensemble"][f"batch_{bs}"]["examples_per_s"])
-                                       for bs in batch_sizes}
-               for name in systems if name != "ensemble"}
-    payload = {"benchmark": "serving", "task": TASK, "split": split, "examples": len(dev), "repeats": repeats,
-               "environment": common.environment(args), "results": results, "speedup": speedup,
-               "timed": "per request: every member's forward + probability average; tokenisation and padding before"}
+    ens = results["ensemble"]
+    eager = results["student eager-fp32"]
+    speedup = {name: {f"batch_{bs}": {
+        "vs_ensemble": common.ratio(r[f"batch_{bs}"]["examples_per_s"], ens[f"batch_{bs}"]["examples_per_s"]),
+        "vs_eager_student": common.ratio(r[f"batch_{bs}"]["examples_per_s"], eager[f"batch_{bs}"]["examples_per_s"])}
+        for bs in batch_sizes} for name, r in results.items() if name not in ("tokenise only",)}
+    peak = {prec: common.matmul_peak(prec) for prec in ("fp32", "bf16")}
+    payload = {"benchmark": "serving", "task": TASK, "split": split, "examples": n, "repeats": repeats,
+               "environment": common.environment(args), "matmul_peak_flop_per_s": peak, "results": results,
+               "speedup": speedup,
+               "timed": "per request: the system's call on the pre-tokenised batch (hf pipeline: on the raw "
+                        "sentences, tokenising inside); outputs kept from the first round for the dev accuracy"}
 
-    print(f"\n{'system':12s} {'params':>11s} " + " ".join(
-        f"{'b' + str(bs) + ' ex/s':>10s} {'p50 ms':>8s} {'p95 ms':>8s}" for bs in batch_sizes))
+    head = f"{'system':26s} {'size MiB':>9s} {'dev acc':>8s} " + " ".join(
+        f"{'b' + str(bs) + ' ex/s':>10s} {'p50 ms':>8s} {'p95 ms':>8s} {'x ens':>6s} {'x eager':>7s}"
+        for bs in batch_sizes)
+    print("\n" + head)
     for name, res in results.items():
-        cells = " ".join(f"{res[f'batch_{bs}']['examples_per_s']:10.1f} {res[f'batch_{bs}']['p50_ms']:8.2f} "
-                         f"{res[f'batch_{bs}']['p95_ms']:8.2f}" for bs in batch_sizes)
-        print(f"{name:12s} {res['parameters']:11,d} {cells}")
-    for name, by_bs in speedup.items():
-        print(f"{name} throughput: " + ", ".join(f"{k} {common.fmt(v)}x" for k, v in by_bs.items()))
+        size = f"{res['size_bytes'] / 2**20:9.1f}" if "size_bytes" in res else f"{'':9s}"
+        acc = f"{res['dev_accuracy']:8.2f}" if "dev_accuracy" in res else f"{'':8s}"
+        cells = []
+        for bs in batch_sizes:
+            r, s = res[f"batch_{bs}"], speedup.get(name, {}).get(f"batch_{bs}", {})
+            cells.append(f"{r['examples_per_s']:10.1f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+                         f"{common.fmt(s.get('vs_ensemble')):>6s} {common.fmt(s.get('vs_eager_student')):>7s}")
+        print(f"{name:26s} {size} {acc} " + " ".join(cells))
+    print(f"matmul peak ({args.threads} threads): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s")
+    if not args.quick:
+        print("ensemble dev accuracy: untrained heads (speed only)")
     common.write_json("serving", payload, args.out)
 
 

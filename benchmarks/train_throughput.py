@@ -8,6 +8,13 @@ i.e. one epoch of ``steps`` full batches, so both consume the very same examples
   ``train_sampling_strategy="group_by_length"``.
 - ``hf-padded``: ``Trainer`` as ``run_glue.py`` runs by default: every example padded to max_length 128
   (``default_data_collator``), random order.
+- ``mtkd-compile``: ``mtkd`` with the recipe switch ``training.compile: true`` (the encoder under
+  ``torch.compile``, inductor, dynamic shapes).
+- ``hf-best-compile``: ``hf-best`` with ``TrainingArguments(torch_compile=True)`` (Trainer's own switch).
+
+Compiled variants also report ``compile_seconds`` (torch.compile's own timers: dynamo and inductor,
+forward and backward graphs, recompiles included), all of which falls inside the timed run, and
+``samples_per_s_after_compile`` = examples / (train seconds - compile seconds).
 
 Same on all sides: lr 5e-5 with linear decay after 10 % warm-up, torch AdamW (``optim="adamw_torch"``),
 weight decay 0.01, gradient clipping 1.0, dropout 0.1, seed 42, no evaluation, no checkpoints, no loggers.
@@ -36,7 +43,7 @@ from pathlib import Path
 
 import common
 
-VARIANTS = ("mtkd", "hf-best", "hf-padded")
+VARIANTS = ("mtkd", "hf-best", "hf-padded", "mtkd-compile", "hf-best-compile")
 SEED = 42
 LR, WEIGHT_DECAY, WARMUP, CLIP, DROPOUT, MAX_LENGTH = 5e-5, 0.01, 0.1, 1.0, 0.1, 128
 
@@ -65,7 +72,8 @@ def prepare(*, steps: int, batch_size: int, precision: str, threads: int, workdi
     steps = len(train) // batch_size
     train = train.select(range(steps * batch_size))  # whole batches only: both sides see every row once
     folder = common.model_folder()
-    hf_data = {v: _hf_tokenise(train, task, folder, padded=(v == "hf-padded")) for v in hf_variants}
+    hf_data = {v: _hf_tokenise(train, task, folder, padded=(v == "hf-padded")) for v in hf_variants
+               if v.startswith("hf")}
     return Setup(task, train, steps, batch_size, precision, threads, folder, workdir, hf_data)
 
 
@@ -106,13 +114,16 @@ def mtkd_job(setup: Setup, out_dir: Path):
                cache_dir=str(setup.workdir / "mtkd-cache"))
 
 
-def run_mtkd(setup: Setup, out_dir: Path) -> dict:
+def run_mtkd(setup: Setup, out_dir: Path, *, compile: bool = False) -> dict:
     import torch
 
     from mtkd.training import train
 
     torch.set_num_threads(setup.threads)
-    result = train(mtkd_job(setup, out_dir), scaling={"strategy": "auto"})
+    job = mtkd_job(setup, out_dir)
+    if compile:
+        job.training["compile"] = True
+    result = train(job, scaling={"strategy": "auto"})
     if result["steps"] != setup.steps:
         raise RuntimeError(f"mtkd ran {result['steps']} steps, expected {setup.steps}")
     return {"seconds": float(result["train_seconds"]), "steps": result["steps"]}
@@ -163,7 +174,7 @@ class CountingCollator:
         return batch
 
 
-def run_trainer(setup: Setup, variant: str, out_dir: Path) -> dict:
+def run_trainer(setup: Setup, variant: str, out_dir: Path, *, compile: bool = False) -> dict:
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -182,14 +193,15 @@ def run_trainer(setup: Setup, variant: str, out_dir: Path) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(
         setup.folder, num_labels=setup.task.num_outputs, hidden_dropout_prob=DROPOUT,
         attention_probs_dropout_prob=DROPOUT)
-    best = variant == "hf-best"
+    best = variant.startswith("hf-best")
     collator = CountingCollator(DataCollatorWithPadding(tok) if best else default_data_collator)
     args = TrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=setup.batch_size, max_steps=setup.steps,
         learning_rate=LR, weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP, max_grad_norm=CLIP,
         lr_scheduler_type="linear", optim=setup.hf_optim, bf16=setup.precision == "bf16", use_cpu=True,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-        seed=SEED, dataloader_num_workers=0, train_sampling_strategy="group_by_length" if best else "random")
+        seed=SEED, dataloader_num_workers=0, train_sampling_strategy="group_by_length" if best else "random",
+        torch_compile=compile)
     trainer = Trainer(model=model, args=args, train_dataset=setup.hf_data[variant], data_collator=collator,
                       processing_class=tok)
     out = trainer.train()
@@ -209,8 +221,18 @@ def per_token_parameters(folder: str) -> int:
 
 def run_variant(setup: Setup, variant: str, tag: str) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix=f"{variant}-{tag}-", dir=setup.workdir))
+    compiled = variant.endswith("-compile")
+    from mtkd.model import compile_seconds
+
+    before = compile_seconds()
     try:
-        return run_mtkd(setup, out_dir) if variant == "mtkd" else run_trainer(setup, variant, out_dir)
+        if variant.startswith("mtkd"):
+            res = run_mtkd(setup, out_dir, compile=compiled)
+        else:
+            res = run_trainer(setup, variant, out_dir, compile=compiled)
+        if compiled:
+            res["compile_seconds"] = compile_seconds() - before
+        return res
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
         gc.collect()
@@ -240,7 +262,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtkd-bench-") as tmp:
         workdir = Path(tmp)
         setup = prepare(steps=steps, batch_size=batch_size, precision=args.precision, threads=args.threads,
-                        workdir=workdir, task_name=args.task, hf_variants=variants[1:])
+                        workdir=workdir, task_name=args.task, hf_variants=variants)
         setup.hf_optim = args.hf_optim
         print(f"{args.task}: {setup.steps} steps x batch {setup.batch_size} = {len(setup.train)} examples, "
               f"{args.precision}, {args.threads} thread(s), {repeats} round(s) of {variants}")
@@ -248,10 +270,14 @@ def main() -> None:
         # Warm-up (not counted): one-off costs such as lazy imports and oneDNN kernel creation.
         warm = prepare(steps=min(2, setup.steps), batch_size=batch_size, precision=args.precision,
                        threads=args.threads, workdir=workdir, task_name=args.task, seed=1,
-                       hf_variants=variants[1:])
+                       hf_variants=variants)
         warm.hf_optim = args.hf_optim
+        first_compile = {}  # the first compile in this process; later runs reuse its graphs (guards permitting)
         for v in variants:
-            run_variant(warm, v, "warmup")
+            res = run_variant(warm, v, "warmup")
+            if "compile_seconds" in res:
+                first_compile[v] = res["compile_seconds"]
+                print(f"  warm-up {v}: compile {res['compile_seconds']:.1f} s of {res['seconds']:.1f} s")
 
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(repeats):
@@ -262,7 +288,8 @@ def main() -> None:
                 print(f"  round {r + 1}/{repeats} {v:9s} train {res['seconds']:.2f} s "
                       f"(run incl. set-up {time.perf_counter() - t0:.1f} s)")
 
-        for v in variants[1:]:
+        tokens["mtkd-compile"] = tokens["mtkd"]
+        for v in [v for v in variants if v.startswith("hf")]:
             tokens[v] = {k: runs[v][0][k] for k in ("tokens", "padded_tokens", "examples")}
             if tokens[v]["tokens"] != tokens["mtkd"]["tokens"] or tokens[v]["examples"] != tokens["mtkd"]["examples"]:
                 raise RuntimeError(f"{v} consumed other data than mtkd: {tokens[v]} vs {tokens['mtkd']}")
@@ -284,27 +311,41 @@ def main() -> None:
                 "flop_per_s": flops, "executed_flop_per_s": 6 * n_params * tok["padded_tokens"] / med,
                 "fraction_of_matmul_peak": flops / peak[args.precision],
             }
+            if "compile_seconds" in runs[v][0]:
+                comp = common.stats([x["compile_seconds"] for x in runs[v]])
+                results[v]["compile_seconds"] = comp
+                results[v]["samples_per_s_after_compile"] = tok["examples"] / max(med - comp["median"], 1e-9)
         mtkd_rate = results["mtkd"]["samples_per_s"]
         speedup = {f"mtkd_vs_{v}": common.ratio(mtkd_rate, results[v]["samples_per_s"]) for v in variants[1:]}
+        best = {side: max((v for v in variants if v.startswith(side)), key=lambda v: results[v]["samples_per_s"])
+                for side in ("mtkd", "hf-best") if any(v.startswith(side) for v in variants)}
+        if "hf-best" in best:
+            speedup["best_mtkd_vs_best_trainer"] = {
+                "mtkd": best["mtkd"], "trainer": best["hf-best"],
+                "ratio": common.ratio(results[best["mtkd"]]["samples_per_s"], results[best["hf-best"]]["samples_per_s"])}
         payload = {
             "benchmark": "train_throughput", "task": args.task, "model": common.MODEL_ID,
             "batch_size": setup.batch_size, "steps": setup.steps, "hf_optim": args.hf_optim, "max_length": MAX_LENGTH, "repeats": repeats,
             "environment": common.environment(args), "per_token_parameters": n_params,
             "matmul_peak_flop_per_s": peak, "results": results, "speedup": speedup,
+            "first_compile_seconds": first_compile,
             "targets": {"mtkd_vs_hf-best": 1.2, "fraction_of_matmul_peak": 0.8},
             "timed": "mtkd: result.json train_seconds; Trainer: train_runtime (both: first batch to last step)",
         }
 
-    print(f"\n{'variant':10s} {'samples/s':>10s} {'tokens/s':>10s} {'padding':>8s} {'GFLOP/s':>8s} "
-          f"{'% peak':>7s} {'median s':>9s}")
+    print(f"\n{'variant':16s} {'samples/s':>10s} {'tokens/s':>10s} {'padding':>8s} {'GFLOP/s':>8s} "
+          f"{'% peak':>7s} {'median s':>9s} {'compile s':>9s} {'after compile':>13s}")
     for v, res in results.items():
-        print(f"{v:10s} {res['samples_per_s']:10.1f} {res['tokens_per_s']:10.0f} {res['padding_fraction']:8.1%} "
+        comp = res.get("compile_seconds")
+        extra = (f" {comp['median']:9.1f} {res['samples_per_s_after_compile']:13.1f}" if comp else "")
+        print(f"{v:16s} {res['samples_per_s']:10.1f} {res['tokens_per_s']:10.0f} {res['padding_fraction']:8.1%} "
               f"{res['flop_per_s'] / 1e9:8.2f} {res['fraction_of_matmul_peak']:7.1%} "
-              f"{res['train_seconds']['median']:9.2f}")
+              f"{res['train_seconds']['median']:9.2f}{extra}")
     print(f"matmul peak ({args.threads} threads): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
           f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s; per-token parameters {n_params:,}")
     for k, s in speedup.items():
-        print(f"{k}: {common.fmt(s)}x")
+        print(f"{k}: {common.fmt(s['ratio'])}x ({s['mtkd']} vs {s['trainer']})" if isinstance(s, dict)
+              else f"{k}: {common.fmt(s)}x")
     common.write_json("train_throughput", payload, args.out)
 
 

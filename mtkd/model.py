@@ -286,3 +286,29 @@ def copy_encoder_weights(dst_model: nn.Module, src_model: nn.Module) -> int:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (tied ones counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def compile_encoder(model: nn.Module, enabled) -> bool:
+    """``training.compile``: ``torch.compile`` (inductor) the encoder's network in place; returns whether it did.
+
+    Dynamic shapes (``dynamic=True``): the batch and sequence sizes are symbolic from the first call, so
+    length-grouped batches of varying length reuse one graph instead of recompiling every step. In
+    place (``nn.Module.compile``), so parameter names, checkpoints and DDP wrapping are unchanged; the
+    compiled forward serves training and evaluation alike (grad mode is one recompile). The compile
+    time, paid on the first steps, is ``compile_seconds()``.
+    """
+    if not enabled:
+        return False
+    encoder = getattr(model, "encoder", model)
+    getattr(encoder, "model", encoder).compile(backend="inductor", dynamic=True)
+    return True
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent in torch.compile so far: dynamo's outermost timer of every (re)compile
+    (it holds the forward graph's inductor compile) plus the backward graphs that inductor compiles lazily."""
+    from torch._dynamo.utils import compilation_time_metrics as metrics
+
+    outer = sum(sum(v) for k, v in metrics.items() if k in ("_compile.compile_inner", "compile_inner"))
+    backward = sum(sum(v) for k, v in metrics.items() if "bw_compiler" in k or k == "compile_fx_backward")
+    return float(outer + backward)

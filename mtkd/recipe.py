@@ -75,7 +75,7 @@ class Data(BaseModel):
 
 
 #: Training keys that joined after the first release; see Training._omit_unset_later_keys.
-LATER_TRAINING_KEYS = ("best_tasks",)
+LATER_TRAINING_KEYS = ("best_tasks", "compile")
 
 
 class Training(_Strict):
@@ -111,6 +111,8 @@ class Training(_Strict):
     log_every: int = Field(10, gt=0)
     sampling: Component
     num_threads: int | None = Field(None, gt=0)
+    compile: bool | None = Field(None, description="torch.compile (inductor, dynamic shapes) the encoder for "
+                                                   "training and evaluation; compile time is paid on the first steps")
 
 
 class Objectives(_Strict):

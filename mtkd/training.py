@@ -24,7 +24,7 @@ from .data import MultiTaskLoader, tokenize_split
 from .errors import RecipeError
 from .inference import MODEL_INPUTS, predict_logits
 from .launch import check_world_size, world_of_one
-from .model import build_model, copy_encoder_weights, load_model, save_model
+from .model import build_model, compile_encoder, copy_encoder_weights, load_model, save_model
 from .plugins import get_registries
 from .scores import glue_score, task_score
 
@@ -301,6 +301,7 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     model = build_model(job.spec, task_objs)
     if job.init_encoder_from is not None:
         copy_encoder_weights(model, load_model(job.init_encoder_from))
+    compile_encoder(model, t.get("compile"))  # training.compile: inductor, dynamic shapes
     tokenizer = model.encoder.tokenizer
     pad_id = tokenizer.pad_token_id or 0
     job = Job(**{**job.__dict__, "tasks": tokenize_job(job, tokenizer)})

@@ -99,11 +99,13 @@ def _percentiles(times: list[float], examples: int) -> dict:
             "p95_ms": float(np.percentile(t, 95) * 1e3), "requests": len(times)}
 
 
-def time_requests(systems: dict, batches: dict[int, list], *, rounds: int = 1, warmup: int = 2) -> dict:
+def time_requests(systems: dict, batches: dict[int, list], *, rounds: int = 1, warmup: int = 2,
+                  outputs: dict | None = None) -> dict:
     """Latency of every request batch for every system, the systems alternating request by request.
 
     ``systems`` maps a name to a callable taking one batch; ``batches`` maps a batch size to its request
-    batches. Returns ``{name: {"batch_<bs>": {examples_per_s, p50_ms, p95_ms, requests}}}``.
+    batches. Returns ``{name: {"batch_<bs>": {examples_per_s, p50_ms, p95_ms, requests}}}``. Given a dict
+    ``outputs``, the first round's results are kept there: ``outputs[name][bs]`` = one per request batch.
     """
     for group in batches.values():  # warm-up: thread pools, kernel selection, lazy init
         for fn in systems.values():
@@ -111,13 +113,17 @@ def time_requests(systems: dict, batches: dict[int, list], *, rounds: int = 1, w
                 fn(b)
     lat = {name: {bs: [] for bs in batches} for name in systems}
     examples = {bs: sum(len(b["input_ids"]) for b in group) for bs, group in batches.items()}
-    for _ in range(rounds):
+    if outputs is not None:
+        outputs.update({name: {bs: [] for bs in batches} for name in systems})
+    for r in range(rounds):
         for bs, group in batches.items():
             for b in group:
                 for name, fn in systems.items():
                     start = time.perf_counter()
-                    fn(b)
+                    result = fn(b)
                     lat[name][bs].append(time.perf_counter() - start)
+                    if outputs is not None and r == 0:
+                        outputs[name][bs].append(result)
     return {name: {f"batch_{bs}": _percentiles(lat[name][bs], examples[bs] * rounds) for bs in batches}
             for name in systems}
 
