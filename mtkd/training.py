@@ -34,8 +34,9 @@ from .model import build_model, copy_encoder_weights, load_model, save_model
 from .plugins import get_registries
 from .progress import NullProgress, RunProgress
 from .scores import glue_score, task_score
-from .strategies import (  # noqa: F401  (check_hardware: re-exported for the stages)
+from .strategies import (  # noqa: F401  (check_hardware, fsdp_plugin: re-exported)
     check_hardware,
+    fsdp_plugin,
     full_state_dict,
     is_sharded,
     linear_schedule,
@@ -132,6 +133,11 @@ def select_metric(metrics: dict, best_metric: str, best_tasks=None) -> float:
         raise RecipeError("best_metric names no evaluated task", path="training.best_metric",
                           expected="`score` or TASK.METRIC", found=best_metric)
     return metrics[task][metric] if metric else task_score(metrics[task])
+
+
+def improves(value: float, best: float | None) -> bool:
+    """Whether a dev selection value beats the best so far; NaN and infinities never do."""
+    return math.isfinite(value) and (best is None or value > best)
 
 
 def check_selection(training: dict, tasks: dict, *, file=None, training_path: str = "training") -> None:
@@ -360,7 +366,10 @@ class Trainer:
                 self.nonfinite(f"loss ({value} on this rank)", task)  # stops, or marks the step to skip
             else:
                 self.running_loss, self.running_n = self.running_loss + value, self.running_n + 1
-            acc.backward(loss)  # also when skipping: DDP expects a backward after each forward
+            # Ranks' shares of a global batch may differ by a row; DDP averages the ranks' gradients, so each
+            # mean is weighted by its share: the step is the global batch's mean, as in one process.
+            share = len(batch["labels"]) * acc.num_processes / self.loader.global_rows
+            acc.backward(loss * share if share != 1 else loss)  # also when skipping: DDP expects a backward
             if acc.sync_gradients:
                 self.optimizer_step(task)
         self.step_rows += self.loader.global_rows
@@ -388,7 +397,6 @@ class Trainer:
         self.tracker.finish()
         raise TrainingDiverged(
             f"{self.job.name}: non-finite {what} at step {self.state.step + 1} (task {task!r}); {where}",
-            path="training.lr",
             hint="lower training.lr (or set training.on_nonfinite: skip to drop such steps)")
 
     def end_step(self) -> None:
@@ -423,7 +431,7 @@ class Trainer:
         if t["best_metric"] == "final":
             return
         value = select_metric(metrics, t["best_metric"], t.get("best_tasks"))
-        if math.isfinite(value) and (state.best is None or value > state.best):
+        if improves(value, state.best):
             state.best, state.best_step, state.best_metrics = value, state.step, metrics
             if self.keep != "final":
                 self.save_model("best")
@@ -470,7 +478,7 @@ class Trainer:
         if self.agree(bad):
             self.tracker.finish()
             raise TrainingDiverged(f"{self.job.name}: the final weights hold NaN or infinite values; no model saved",
-                                   path="training.lr", hint="lower training.lr")
+                                   hint="lower training.lr")
         kept = "best" if state.best is not None and self.keep != "final" else "final"
         if self.main and (kept == "final" or self.keep == "both"):
             save_model(self.unwrapped, out / "final", state_dict=full)
