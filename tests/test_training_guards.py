@@ -97,7 +97,7 @@ def _run(recipe: Path):
     return run_cli("recipe", "run", recipe, "--stage", "teachers", "--quiet")
 
 
-def _job(tmp_path: Path) -> Path:
+def _job_dir(tmp_path: Path) -> Path:
     return only_job(tmp_path / "runs" / "tiny")
 
 
@@ -112,7 +112,7 @@ def test_a_divergent_learning_rate_stops_the_job_with_a_clear_error(tmp_path):
     assert "teacher-0: non-finite loss" in flat and "at step" in flat and "task '" in flat, flat[-2000:]
     assert "resumable checkpoint" in flat and "lower training.lr" in flat
     assert "Traceback" not in done.stderr
-    job = _job(tmp_path)
+    job = _job_dir(tmp_path)
     assert not (job / "result.json").exists() and not (job / "final").exists()
 
 
@@ -121,7 +121,7 @@ def test_nan_loss_names_the_step_task_and_last_checkpoint(tmp_path, cues):
     result = _run(recipe)
     assert result.exit_code == 3, result.output
     flat = " ".join(result.output.split())
-    job = _job(tmp_path)
+    job = _job_dir(tmp_path)
     # Each task has 3 batches an epoch: its 4th loss is in the second epoch, after checkpoints at steps 2, 4, 6.
     assert "teacher-0: non-finite loss (nan on this rank) at step" in flat
     assert "(task 'rte')" in flat or "(task 'sst2')" in flat
@@ -140,7 +140,7 @@ def test_skip_drops_the_nan_step_and_counts_it(tmp_path, cues):
     assert result.exit_code == 0, result.output
     out = job_result(tmp_path / "runs" / "tiny")
     assert out["steps"] == 12 and out["skipped_steps"] == 2  # one NaN call in rte's loss, one in sst2's
-    weights = load_file(str(_job(tmp_path) / "final" / "model.safetensors"))
+    weights = load_file(str(_job_dir(tmp_path) / "final" / "model.safetensors"))
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
 
 
@@ -164,7 +164,7 @@ def test_keep_leaves_only_the_asked_model_folders(tmp_path, keep, folders, model
 
     recipe = _recipe(tmp_path, training={"keep": keep} if keep else {})
     assert _run(recipe).exit_code == 0
-    job = _job(tmp_path)
+    job = _job_dir(tmp_path)
     result = json.loads((job / "result.json").read_text())
     assert {p.name for p in job.iterdir() if p.is_dir()} == folders  # no checkpoint/ either
     assert result["model"] == model
@@ -176,7 +176,7 @@ def test_keep_leaves_only_the_asked_model_folders(tmp_path, keep, folders, model
 def test_keep_best_keeps_final_when_nothing_picks_a_best(tmp_path):
     recipe = _recipe(tmp_path, training={"best_metric": "final"})
     assert _run(recipe).exit_code == 0
-    job = _job(tmp_path)
+    job = _job_dir(tmp_path)
     assert {p.name for p in job.iterdir() if p.is_dir()} == {"final"}
     assert json.loads((job / "result.json").read_text())["model"] == "final"
 
@@ -212,7 +212,7 @@ def stopped(tmp_path, cues):
     recipe = _recipe(tmp_path, logging={"trackers": [{"type": "stop-at", "at": 4}]}, training={"keep": "final"})
     result = _run(recipe)
     assert result.exit_code == 130, result.output
-    job = _job(tmp_path)
+    job = _job_dir(tmp_path)
     assert json.loads((job / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
     return recipe, job
 
@@ -277,3 +277,61 @@ def test_equal_eval_shards_give_every_rank_the_same_passes_and_each_example_once
     assert len({tuple(len(b["positions"]) for b in s) for s in shards}) == 1
     parts = [(b["positions"], b["labels"]) for s in shards for b in s]
     assert gather_predictions(parts).tolist() == list(range(n))  # each example once, padding dropped
+
+
+# ---------------------------------------------------------------- what the trainer tells a RunProgress
+
+
+class Recorder:
+    """A RunProgress that writes down every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def _job(out_dir: Path, training: dict, registries):
+    from helpers import classification_task, tiny_spec
+
+    from mtkd.recipe import load_recipe
+    from mtkd.training import Job, TaskData
+
+    base = load_recipe(pipeline_recipe(out_dir.parent)).resolved["training"]
+    task = classification_task("pair")
+    ce = registries.losses.create("ce", {})
+    data = TaskData(task, task.load_split("train"), {"validation": task.load_split("validation")}, ce)
+    return Job(name="teacher-0", out_dir=out_dir, spec=tiny_spec(), training={**base, **training}, seed=1,
+               tasks={"pair": data}, max_length=32, cache_dir=str(out_dir.parent / "cache"))
+
+
+def test_the_trainer_reports_start_steps_resume_and_end(tmp_path, registries):
+    from mtkd.training import RunInterrupted, train
+
+    scaling = {"strategy": "auto"}
+    # 8 rows, batch 2: 4 steps an epoch, 8 in all; stop (SIGTERM) once step 3 is reported.
+    training = {"epochs": 2, "batch_size": 2, "save_every": 100, "log_every": 2, "num_threads": 1}
+
+    class StopAtThree(Recorder):
+        def job_step(self, job, **kwargs):
+            self.calls.append(("job_step", (job,), kwargs))
+            if kwargs["step"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # as Ctrl-C would: finish the step, checkpoint, stop
+
+    first = StopAtThree()
+    with pytest.raises(RunInterrupted):
+        train(_job(tmp_path / "job", training, registries), scaling=scaling, progress=first)
+    assert first.calls[0] == ("job_started", ("teacher-0",), {"total_steps": 8, "start_step": 0})
+    steps = [c[2] for c in first.calls if c[0] == "job_step"]
+    assert [s["step"] for s in steps] == [1, 2, 3] and all(s["samples"] == 2 for s in steps)
+    assert [s["loss"] is not None for s in steps] == [False, True, False]  # a loss on logging steps
+    assert first.calls[-1] == ("job_finished", ("teacher-0",), {"step": 3})
+
+    again = Recorder()
+    result = train(_job(tmp_path / "job", training, registries), scaling=scaling, progress=again)
+    assert result["steps"] == 8
+    names = [c[0] for c in again.calls]
+    assert again.calls[0] == ("message", ("resuming teacher-0 from step 3",), {})
+    assert again.calls[1] == ("job_started", ("teacher-0",), {"total_steps": 8, "start_step": 3})
+    assert names.count("job_step") == 5 and names[-1] == "job_finished"
