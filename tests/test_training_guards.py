@@ -335,3 +335,22 @@ def test_the_trainer_reports_start_steps_resume_and_end(tmp_path, registries):
     assert again.calls[0] == ("message", ("resuming teacher-0 from step 3",), {})
     assert again.calls[1] == ("job_started", ("teacher-0",), {"total_steps": 8, "start_step": 3})
     assert names.count("job_step") == 5 and names[-1] == "job_finished"
+
+
+def test_deepspeed_for_a_multi_task_job_is_refused_before_training(tmp_path):
+    """ZeRO would move the heads of tasks absent from a step (see docs/architecture.md); DDP does not."""
+    recipe = pipeline_recipe(tmp_path, scaling={"strategy": "deepspeed", "zero_stage": 2})
+    result = run_cli("recipe", "run", recipe, "--quiet")
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "scaling.strategy" in flat and "heads of tasks that are absent from a step" in flat
+    assert "expected: ddp (or auto) for multi-task jobs" in flat and "Traceback" not in result.output
+    assert not (tmp_path / "runs" / "tiny" / "teachers").exists()
+
+
+def test_skip_under_deepspeed_is_refused_before_training(tmp_path):
+    recipe = pipeline_recipe(tmp_path, tasks=[{"name": "rte", "max_train_examples": 24, "max_eval_examples": 16}],
+                             scaling={"strategy": "deepspeed"}, training={**TRAINING, "on_nonfinite": "skip"})
+    result = run_cli("recipe", "run", recipe, "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "training.on_nonfinite" in result.output and "Traceback" not in result.output
