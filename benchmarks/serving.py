@@ -111,7 +111,7 @@ def main() -> None:
     p.add_argument("--teachers", type=int, default=3)
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--student-layers", type=int, default=3, help="layers of the compressed student (0: none)")
-    p.add_argument("--train-steps", type=int, default=120,
+    p.add_argument("--train-steps", type=int, default=40,
                    help="SST-2 training steps of the students (trained_student.py; cached)")
     p.add_argument("--student", type=Path, default=None, help="an mtkd checkpoint to serve instead")
     p.add_argument("--compressed", type=Path, default=None, help="the compressed student's checkpoint")
