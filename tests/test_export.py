@@ -268,3 +268,33 @@ def test_int8_and_onnx_from_a_trained_job(trained_job, registries, tmp_path):
         assert res.exit_code == 0, res.output
         d = json.loads((out / "mtkd_export.json").read_text())["dev"]
         assert d["max_abs_diff"] <= 1e-4 and d["changed_predictions"] == 0 and d["score_change"] == 0
+
+
+def test_measure_formats_times_each_format_on_the_same_requests(checkpoint, tmp_path):
+    """What the report's serving section calls: eager and ONNX formats of one checkpoint, timed alike."""
+    import datasets
+    from mtkd_hf.export import DevSet
+    from mtkd_hf.serving import measure_formats
+
+    from mtkd.data import tokenize_split
+
+    model, path = checkpoint
+    task = classification_task("nli", ("entailment", "neutral", "contradiction"))
+    rows = datasets.Dataset.from_list([{"text_a": a, "text_b": b, "label": i % 3, "idx": i}
+                                       for i, (a, b) in enumerate(TEXTS * 2)])
+    data = tokenize_split(task, "validation", model.encoder.tokenizer, max_length=64, cache_dir=tmp_path / "c",
+                          dataset=rows)
+    dev = DevSet(task, "validation", rows, max_length=64, cache_dir=str(tmp_path / "c"))
+    out = measure_formats(path, "nli", ["eager-fp32", "onnx", "onnx-int8"], data, batch_sizes=(1, 4),
+                          threads=1, workdir=tmp_path, dev=dev)
+    assert list(out) == ["eager-fp32", "onnx", "onnx-int8"]
+    for res in out.values():
+        for bs, requests in ((1, 12), (4, 3)):
+            r = res[f"batch_{bs}"]
+            assert r["requests"] == requests and r["examples_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"]
+        assert res["size_bytes"] > 0
+    assert out["eager-fp32"]["export"] is None
+    assert out["onnx"]["export"]["dev"]["changed_predictions"] == 0
+    assert out["onnx-int8"]["export"]["quantize"] == "int8" and "score_change" in out["onnx-int8"]["export"]["dev"]
+    assert out["onnx-int8"]["size_bytes"] < out["onnx"]["size_bytes"]  # int8 weights in the linear layers
+    assert not list(tmp_path.glob("mtkd-serving-*"))  # the exports are temporary
