@@ -305,10 +305,10 @@ def compile_encoder(model: nn.Module, enabled) -> bool:
 
 
 def compile_seconds() -> float:
-    """Seconds this process has spent in torch.compile so far: dynamo's outermost timer of every (re)compile
-    (it holds the forward graph's inductor compile) plus the backward graphs that inductor compiles lazily."""
+    """Seconds this process has spent in torch.compile so far: dynamo's timer of every (re)compiled frame
+    (``_compile.compile_inner``, which holds the forward graph's inductor compile) plus the backward graphs
+    that AOT autograd compiles lazily on the first backward (``backward._backward_impl``); timers nested in
+    those two are not added again."""
     from torch._dynamo.utils import compilation_time_metrics as metrics
 
-    outer = sum(sum(v) for k, v in metrics.items() if k in ("_compile.compile_inner", "compile_inner"))
-    backward = sum(sum(v) for k, v in metrics.items() if "bw_compiler" in k or k == "compile_fx_backward")
-    return float(outer + backward)
+    return float(sum(sum(metrics.get(k, ())) for k in ("_compile.compile_inner", "backward._backward_impl")))
