@@ -272,7 +272,7 @@ def member_logits(ctx: RunContext, m: Member, task: str, split: str) -> np.ndarr
 
     from .data import tokenize_split
     from .inference import predict_logits
-    from .model import load_model
+    from .model import load_model, recipe_allows_code
 
     tb = ctx.tasks[task]
     ds = tb.train if split == tb.task.train_split else tb.evals[split]
@@ -283,7 +283,7 @@ def member_logits(ctx: RunContext, m: Member, task: str, split: str) -> np.ndarr
         from accelerate.utils import gather_object
 
         state = ctx.state
-        model = load_model(m.model_dir).to(state.device)
+        model = load_model(m.model_dir, allow_code=recipe_allows_code(ctx.recipe)).to(state.device)
         r = ctx.recipe.resolved
         tok = tokenize_split(tb.task, split, model.encoder.tokenizer, max_length=r["data"]["max_length"],
                              cache_dir=r["data"]["cache_dir"], dataset=ds)

@@ -15,7 +15,7 @@ from .errors import CheckpointError
 def write_predictions(recipe, *, which: str = "student", output=None, out_dir: Path | None = None) -> Path:
     from .data import tokenize_split
     from .inference import predict_logits
-    from .model import load_model
+    from .model import load_model, recipe_allows_code
     from .pipeline import _aggregator, _member_scores, load_tasks, run_dir_for
     from .training import to_predictions
 
@@ -41,7 +41,7 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
         if not model_dirs:
             raise CheckpointError("the recipe has no teachers", file=recipe.file, path="teachers")
     tasks = load_tasks(recipe) if which == "student" else ctx.tasks
-    models = [load_model(d).eval() for d in model_dirs]
+    models = [load_model(d, allow_code=recipe_allows_code(recipe)).eval() for d in model_dirs]
     out_dir = Path(out_dir or run_dir / f"submission-{which}")
     out_dir.mkdir(parents=True, exist_ok=True)
     r = recipe.resolved

@@ -14,14 +14,39 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
+from pydantic.functional_validators import AfterValidator
 
 from .errors import RecipeError
 from .params import recipe_error
 from .plugins import get_registries, load_plugins
+
+#: Names that become file or folder names: a letter, digit or underscore, then those or ``.+-``.
+_SAFE_NAME = re.compile(r"\w[\w.+-]*")
+#: Names Windows reserves for devices, with or without an extension.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+SAFE_NAME_RULE = ("a plain file name: letters, digits, `_`, then also `.`, `+` or `-`; at most 100 characters; "
+                  "no path separator, no `..`, not a device name such as `con`")
+
+
+def check_safe_name(value: str, *, dots: bool = True) -> str:
+    """``value`` if it can be a file name in the run folder, else ValueError (names never become paths)."""
+    ok = (0 < len(value) <= 100 and _SAFE_NAME.fullmatch(value) is not None and ".." not in value
+          and not value.endswith(".") and value.split(".")[0].lower() not in _RESERVED and (dots or "." not in value))
+    if not ok:
+        raise ValueError(SAFE_NAME_RULE + ("" if dots else "; no `.` (it separates task and metric)"))
+    return value
+
+
+def _safe_task_name(value: str) -> str:
+    return check_safe_name(value, dots=False)
+
+
+SafeName = Annotated[str, AfterValidator(check_safe_name)]
+TaskName = Annotated[str, AfterValidator(_safe_task_name)]
 
 
 class _Strict(BaseModel):
@@ -46,7 +71,7 @@ class TaskEntry(BaseModel):
     """One task of the run. Keys other than those below are the task plugin's own parameters."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: TaskName
     type: str | None = Field(None, description="registered task; defaults to `name`")
     loss_weight: float = Field(1.0, gt=0)
     max_train_examples: int | None = Field(None, gt=0, description="fixed-seed subsample of the training split")
@@ -121,7 +146,7 @@ class Objectives(_Strict):
 class Member(_Strict):
     """One teacher: a variation of the base set-up, or an existing checkpoint."""
 
-    name: str | None = None
+    name: SafeName | None = None
     seed: int | None = None
     checkpoint: str | None = None
     encoder: dict | None = None
@@ -171,7 +196,7 @@ class Evaluation(_Strict):
 
 
 class RecipeModel(_Strict):
-    name: str
+    name: SafeName
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
     seed: int = 42

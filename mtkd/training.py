@@ -24,7 +24,7 @@ from .data import MultiTaskLoader, tokenize_split
 from .errors import RecipeError
 from .inference import MODEL_INPUTS, predict_logits
 from .launch import check_world_size, world_of_one
-from .model import build_model, copy_encoder_weights, load_model, save_model
+from .model import build_model, copy_encoder_weights, load_model, save_model, spec_allows_code
 from .plugins import get_registries
 from .scores import glue_score, task_score
 
@@ -300,7 +300,7 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     task_objs = {n: td.task for n, td in job.tasks.items()}
     model = build_model(job.spec, task_objs)
     if job.init_encoder_from is not None:
-        copy_encoder_weights(model, load_model(job.init_encoder_from))
+        copy_encoder_weights(model, load_model(job.init_encoder_from, allow_code=spec_allows_code(job.spec)))
     tokenizer = model.encoder.tokenizer
     pad_id = tokenizer.pad_token_id or 0
     job = Job(**{**job.__dict__, "tasks": tokenize_job(job, tokenizer)})

@@ -108,15 +108,18 @@ def _verify(model, task: str, hf_model, tokenizer, checkpoint) -> None:
                     hint="this encoder family's classification model is not pooled-[CLS] + linear")
 
 
-def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
-    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``."""
+def export_task(checkpoint, task: str, out, *, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
+    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``.
+
+    ``trust_remote_code`` is the user's opt-in; a checkpoint asking for it on its own is refused.
+    """
     from mtkd.model import load_model
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise CheckpointError("the output folder exists and is not empty", file=out,
                               hint="choose another folder or pass --force to replace it")
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, allow_code=trust_remote_code)
     hf_model = build_sequence_classifier(model, task, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -140,12 +143,14 @@ def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", "task", required=True, help="The task whose head to export.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export_command(checkpoint, out, task, force):
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run Python code that the checkpoint's encoder folder ships (only if you trust its source).")
+def export_command(checkpoint, out, task, force, trust_remote_code):
     """Export one task of CHECKPOINT as a Hugging Face model folder OUT.
 
     The folder loads with AutoModelForSequenceClassification.from_pretrained(OUT) and gives the
     same predictions (checked before writing).
     """
-    path = export_task(checkpoint, task, out, overwrite=force)
+    path = export_task(checkpoint, task, out, overwrite=force, trust_remote_code=trust_remote_code)
     click.echo(f"exported {task!r} to {path}")
     click.echo(f"  load it with: AutoModelForSequenceClassification.from_pretrained({str(path)!r})")
