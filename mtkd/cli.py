@@ -62,11 +62,16 @@ def set_option(f):
 @click.group(cls=MtkdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="mtkd")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--no-recipe-plugins", is_flag=True,
+              help="Never import the plugins a recipe names in `plugins:` (for recipes you did not write, and CI); "
+                   "the same as MTKD_NO_RECIPE_PLUGINS=1.")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx, debug, no_recipe_plugins):
     """mtkd: multi-task knowledge distillation (MT-DNN-KD) for natural language understanding."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if no_recipe_plugins:  # an environment variable, so processes started by --nproc refuse them too
+        os.environ["MTKD_NO_RECIPE_PLUGINS"] = "1"
     # datasets' per-map progress bars drown mtkd's own progress display.
     import datasets
 

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 from pydantic.functional_validators import AfterValidator
 
-from .errors import RecipeError
+from .errors import RecipeError, UnknownComponentError
 from .params import recipe_error
 from .plugins import get_registries, load_plugins
 
@@ -254,13 +254,19 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_raw(path: Path, _seen: tuple = ()) -> dict:
-    """The recipe with ``extends:`` resolved (paths relative to the file that names them)."""
+def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict:
+    """The recipe with ``extends:`` resolved (paths relative to the file that names them).
+
+    ``origins``, when given, is filled with each entry of the merged ``plugins:`` -> the file that declared it.
+    """
     path = path.resolve()
     if path in _seen:
         raise RecipeError("`extends` forms a cycle", file=path, path="extends",
                           found=" -> ".join(str(p) for p in (*_seen, path)))
     data = _read_yaml(path)
+    if origins is not None and isinstance(data.get("plugins"), list):
+        for spec in data["plugins"]:
+            origins.setdefault(str(spec), path)
     parents = data.pop("extends", None)
     if parents is None:
         return data
@@ -271,8 +277,13 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
             raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
                               found=parent)
         parent_path = (path.parent / parent).resolve()
-        parent_data = load_raw(parent_path, (*_seen, path))
-        plugins += _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
+        parent_origins: dict = {}
+        parent_data = load_raw(parent_path, (*_seen, path), parent_origins)
+        rebased = _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
+        if origins is not None:
+            for old, new in zip(parent_data.get("plugins") or [], rebased):
+                origins.setdefault(str(new), parent_origins.get(str(old), parent_path))
+        plugins += rebased
         merged = deep_merge(merged, parent_data)
     merged = deep_merge(merged, data)
     # Plugins add up (a child cannot drop what its parents' components need), and a parent's plugin
@@ -392,18 +403,44 @@ def content_hash(obj: Any) -> str:
 
 def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     path = Path(path)
-    raw = load_raw(path)
+    origins: dict = {}
+    raw = load_raw(path, origins=origins)
     if isinstance(raw.get("tasks"), list):  # `- rte` shorthand as a mapping, so --set can reach tasks[0].max_train_examples
         raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
     set_paths = []
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
-    return validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins)
+    return validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins,
+                           plugin_origins=origins)
 
 
-def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=()) -> Recipe:
+#: Set (to anything but ``""`` or ``0``) to refuse the plugins a recipe names in ``plugins:`` (``--no-recipe-plugins``).
+NO_RECIPE_PLUGINS = "MTKD_NO_RECIPE_PLUGINS"
+
+
+def recipe_plugins_refused() -> bool:
+    return os.environ.get(NO_RECIPE_PLUGINS, "") not in ("", "0")
+
+
+def _announce_plugins(specs, file, origins: dict | None) -> None:
+    """Say which code a recipe is about to import (and from which recipe file), before importing it."""
+    if not isinstance(specs, list) or not specs or os.environ.get("RANK", "0") != "0":
+        return
+    named = ", ".join(f"{s} (declared in {origins.get(str(s), file) if origins else file})" for s in specs)
+    if recipe_plugins_refused():
+        line = f"mtkd: not loading the recipe's plugins ({NO_RECIPE_PLUGINS} is set): {named}"
+    else:
+        line = (f"mtkd: the recipe loads plugin code (it runs with your permissions): {named}; "
+                f"refuse recipe plugins with {NO_RECIPE_PLUGINS}=1 or `mtkd --no-recipe-plugins`")
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plugin_origins=None) -> Recipe:
     raw = copy.deepcopy(raw)
     retried: set = set()
+    _announce_plugins(raw.get("plugins"), file, plugin_origins)
     while True:
         try:
             return _validate_once(raw, file=file, extra_plugins=extra_plugins)
@@ -435,11 +472,21 @@ def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
     except ValidationError as exc:
         raise recipe_error(exc, file=file, model=RecipeModel) from None
     # The recipe's `plugins:` are relative to the recipe; --plugin paths to the working directory.
-    load_plugins(model.plugins, file=file)
+    refused = model.plugins if recipe_plugins_refused() else []
+    if not refused:
+        load_plugins(model.plugins, file=file)
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
     # Pass 2: every component against the params its plugin registered.
-    _second_pass(model, resolved, file)
+    try:
+        _second_pass(model, resolved, file)
+    except UnknownComponentError as exc:
+        if not refused:
+            raise
+        exc.message += f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may provide it)"
+        exc.hint = (f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or --no-recipe-plugins): "
+                    "review their code and run without it, or install the plugin and name it with --plugin")
+        raise
     return Recipe(model, resolved, Path(file) if file else None)
 
 
