@@ -49,6 +49,17 @@ def render_error(exc: MtkdError) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
 
+def check_writable_folder(folder: Path, option: str, file=None) -> None:
+    """``folder`` can be created (or exists) and written to; checked before any work starts."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise MtkdError(f"cannot write the run folder: {existing} {problem}", file=file, path=option,
+                        expected="a folder you can write to (or one that can be created)", found=str(folder))
+
+
 def plugin_option(f):
     return click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
                         help="Load an extra plugin: an importable module or a .py file (repeatable).")(f)
@@ -169,7 +180,8 @@ def recipe_schema(plugins):
 @click.option("--force", multiple=True, type=click.Choice(["teachers", "soft-targets", "student", "evaluate",
                                                            "report"]), help="Redo this stage (repeatable).")
 @click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
-@click.option("--nproc", type=int, default=None, help="Start this many processes (torchrun-style, gloo on CPU).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Start this many processes (torchrun-style, gloo on CPU).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs and CI).")
 def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     """Run a recipe: teachers -> soft targets -> student -> evaluation -> report.
@@ -183,6 +195,10 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     from .training import RunInterrupted
 
     r = load_recipe(file, overrides, extra_plugins=plugins)
+    if output:
+        check_writable_folder(Path(output), "--output")
+    else:
+        check_writable_folder(Path(r.resolve_path(r.model.output_dir) or "runs"), "output_dir", file=r.file)
     nproc = nproc or r.model.scaling.nproc
     if maybe_relaunch(nproc):
         return

@@ -24,7 +24,11 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
     if not ev_path.exists():
         raise CheckpointError("this recipe has not been run to the end yet", file=run_dir,
                               hint=f"run `mtkd recipe run {recipe.file}` first")
-    ev = json.loads(ev_path.read_text())
+    try:
+        ev = json.loads(ev_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"the run folder's evaluation.json is not valid JSON ({exc})", file=ev_path,
+                              hint=f"re-run `mtkd recipe run {recipe.file} --force evaluate`") from None
     if which == "student":
         if not ev.get("student_models"):
             raise CheckpointError("the run has no student", file=run_dir)

@@ -117,7 +117,7 @@ class Training(_Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     grad_accum: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    eval_every: int | Literal["epoch"] = "epoch"
+    eval_every: Annotated[int, Field(gt=0)] | Literal["epoch"] = "epoch"
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     best_metric: str = Field("score", description="which dev checkpoint to keep: `score` (GLUE-style mean over "
                                                   "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
@@ -169,7 +169,7 @@ class Student(_Strict):
     heads: dict[str, dict] | None = None
     training: dict | None = None
     objective: Objectives
-    seeds: list[int] | None = None
+    seeds: list[int] | None = Field(None, min_length=1, description="one student (and control) per seed")
     control: bool = Field(False, description="also train the same set-up on hard labels only")
     soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
 
@@ -191,7 +191,7 @@ class Scaling(_Strict):
 
 class Evaluation(_Strict):
     serving: bool = True
-    serving_batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    serving_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32], min_length=1)
     serving_examples: int = Field(128, gt=0)
 
 
@@ -229,6 +229,8 @@ def _read_yaml(path: Path) -> dict:
         raise RecipeError("recipe file not found", file=path, expected="an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError("not a text file", file=path, expected="YAML in UTF-8", found=str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -322,8 +324,10 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
         raise RecipeError("invalid --set", path=assignment, expected="KEY.PATH=VALUE", found=assignment)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    except yaml.YAMLError as exc:
+        raise RecipeError("the --set value is not valid YAML", path=key.strip(),
+                          expected="a YAML value (quote text that holds YAML syntax: --set 'k=\"a: b\"')",
+                          found=f"{raw} ({getattr(exc, 'problem', exc)})") from None
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -498,9 +502,26 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
     resolved_holder[key] = {"type": spec.type, **params.model_dump(mode="json")}
 
 
+def _check_data_keys(model: RecipeModel, reg, file) -> None:
+    """Each ``data:`` key beyond the core's must be a source family some task plugin declared it reads
+    (``register(..., data_sources=(...))``): a typo such as ``glu:`` would otherwise be ignored."""
+    import difflib
+
+    claimed = sorted({s for e in reg.tasks for s in e.extra.get("data_sources", ())})
+    for key in model.data.sources:
+        if key not in claimed:
+            known = [*Data.model_fields, *claimed]
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            raise RecipeError(f"unknown data key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                              file=file, path=f"data.{key}",
+                              expected=f"one of: {', '.join(Data.model_fields)}, or a data source a task plugin "
+                                       f"reads ({', '.join(claimed) or 'none registered'})", found=key)
+
+
 def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
     reg = get_registries()
     task_names = [t.name for t in model.tasks]
+    _check_data_keys(model, reg, file)
     seen = set()
     for i, task in enumerate(model.tasks):
         if task.name in seen:
@@ -556,6 +577,98 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
         if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
             raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
                               expected="the index of a member in teachers.members", found=s.init_from_teacher)
+    _check_run_inputs(model, resolved, file)
+
+
+def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
+    """What would otherwise fail only once the run reaches it: duplicates that would share a folder, the
+    files the recipe brings (teacher checkpoints, soft targets), and tasks named by best_metric/best_tasks."""
+    tasks = [t.name for t in model.tasks]
+    trainings = [("training", resolved["training"])]
+    members = model.teachers.members if model.teachers is not None else []
+    seen: dict = {}
+    for i, m in enumerate(members):
+        where = f"teachers.members[{i}]"
+        if m.name is not None:
+            if m.name in seen:
+                raise RecipeError("two teachers have the same name", file=file, path=f"{where}.name",
+                                  expected=f"unique names (teachers.members[{seen[m.name]}] is {m.name!r} too)",
+                                  found=m.name)
+            seen[m.name] = i
+        if m.checkpoint is not None:
+            _check_checkpoint(_resolve(m.checkpoint, file), file, f"{where}.checkpoint")
+        if m.training:
+            trainings.append((f"{where}.training", deep_merge(resolved["training"], m.training)))
+    s = model.student
+    if s is not None:
+        if s.seeds and len(set(s.seeds)) != len(s.seeds):
+            raise RecipeError("a student seed is listed twice", file=file, path="student.seeds",
+                              expected="unique seeds (each seed trains one student in its own folder)", found=s.seeds)
+        if s.soft_targets is not None:
+            _check_soft_targets(_resolve(s.soft_targets, file), file)
+        if s.training:
+            trainings.append(("student.training", deep_merge(resolved["training"], s.training)))
+    for where, training in trainings:
+        best = training.get("best_metric", "score")
+        task = best.partition(".")[0]
+        if best not in ("score", "final") and task not in tasks:
+            raise RecipeError(f"best_metric names task {task!r}, which is not in the run", file=file,
+                              path=f"{where}.best_metric", found=best,
+                              expected=f"score, final, TASK or TASK.METRIC with TASK one of {tasks}")
+        unknown = [t for t in training.get("best_tasks") or () if t not in tasks]
+        if unknown:
+            raise RecipeError(f"best_tasks names tasks that are not in the run: {unknown}", file=file,
+                              path=f"{where}.best_tasks", found=unknown, expected=f"some of {tasks}")
+
+
+def _resolve(value: str, file) -> Path:
+    """As Recipe.resolve_path: from the working directory if it exists there, else from the recipe's folder."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists() or file is None:
+        return p
+    return Path(file).parent / p
+
+
+def _check_checkpoint(path: Path, file, where: str) -> None:
+    from .errors import CheckpointError
+
+    expected = "an mtkd model folder (mtkd_model.json, model.safetensors, encoder/)"
+    if not path.is_dir():
+        raise RecipeError("teacher checkpoint folder not found", file=file, path=where, expected=expected,
+                          found=str(path))
+    from .model import read_checkpoint_meta
+
+    try:
+        read_checkpoint_meta(path)
+    except CheckpointError as exc:
+        raise RecipeError(f"not a usable teacher checkpoint: {exc.file}: {exc.message}", file=file, path=where,
+                          expected=exc.expected or expected, found=str(path), hint=exc.hint) from None
+
+
+def _check_soft_targets(path: Path, file) -> None:
+    """The soft-target file (or folder of files) is readable safetensors with readable metadata."""
+    expected = "an existing safetensors file (or folder of them) of soft targets"
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        raise RecipeError("soft-target file not found", file=file, path="student.soft_targets", expected=expected,
+                          found=str(path))
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), "np") as fh:
+                meta = fh.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise RecipeError(f"{f} is not a readable safetensors file: {exc}", file=file,
+                              path="student.soft_targets", expected=expected, found=str(f)) from None
+        try:
+            fingerprints = json.loads(meta.get("fingerprints", "{}"))
+        except json.JSONDecodeError as exc:
+            fingerprints = exc
+        if not isinstance(fingerprints, dict):
+            raise RecipeError(f"{f}: its `fingerprints` metadata is not a JSON object", file=file,
+                              path="student.soft_targets", expected="{task: fingerprint of its training split}",
+                              found=meta.get("fingerprints"))
 
 
 def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str, file, check_task_keys) -> None:

@@ -189,6 +189,10 @@ class GlueTask(_Metrics):
             raw = load_hub_split(where, self.spec.config, split, cache_dir=cache_dir)
             ds = normalize_hub_split(raw, self.spec, split, bad, labeled=labeled)
         self.bad_rows[split] = bad.report(self.name, split)
+        if labeled and not len(ds):  # nothing to train on or to score: fail now, not after training
+            raise DataError(f"{self.spec.config} {split}: no rows" + (
+                f" ({self.bad_rows[split]} skipped as bad)" if self.bad_rows[split] else ""), file=bad.file,
+                expected="at least one labeled row")
         self._cache[split] = ds
         return ds
 
@@ -390,7 +394,9 @@ class TableTask(_Metrics):
             del cols["text_b"]
         self.bad_rows[split] = bad.report(self.name, split)
         if split == "train" and not cols["idx"]:
-            raise DataError("the training file has no usable rows", file=path)
+            raise DataError("the training file has no usable rows", file=path, expected="at least one labeled row")
+        if labeled and not cols["idx"]:
+            raise DataError(f"the {split} file has no rows", file=path, expected="at least one labeled row")
         ds = to_dataset(cols, len(p.text_columns) == 2, regression)
         self._cache[split] = ds
         return ds
