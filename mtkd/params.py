@@ -89,7 +89,8 @@ def _is_tag(part, index: int) -> bool:
     validator (``function-after[...]``), not a key of the recipe."""
     if not isinstance(part, str):
         return False
-    return "[" in part or part.startswith("function-") or (index > 0 and part in _SCALAR_TAGS)
+    return ("[" in part or part.startswith(("function-", "constrained-"))
+            or (index > 0 and part in _SCALAR_TAGS))
 
 
 def _clean_loc(loc) -> list:
