@@ -381,15 +381,22 @@ def load_soft_targets(ctx: RunContext, source: Path) -> dict[str, np.ndarray]:
         files = [source]
     else:
         raise CheckpointError("soft-target file not found", file=source, path="student.soft_targets")
+    from safetensors import SafetensorError
+
     out = {}
     for path in files:
-        with safe_open(str(path), "np") as fh:
-            meta = fh.metadata() or {}
-            if "targets" in fh.keys() and "task" in meta:
-                found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
-            else:
-                fps = json.loads(meta.get("fingerprints", "{}"))
-                found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        try:  # a damaged or foreign file is the user's input problem, not a crash
+            with safe_open(str(path), "np") as fh:
+                meta = fh.metadata() or {}
+                if "targets" in fh.keys() and "task" in meta:
+                    found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
+                else:
+                    fps = json.loads(meta.get("fingerprints", "{}"))
+                    found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        except (SafetensorError, OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise CheckpointError(f"unreadable soft-target file: {exc}", file=path,
+                                  expected="safetensors of soft targets written by mtkd",
+                                  hint="recompute them (mtkd recipe run --force soft-targets)") from None
         for task, tensor, fp in found:
             if task not in ctx.tasks:
                 raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
