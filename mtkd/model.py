@@ -271,7 +271,7 @@ def recipe_allows_code(recipe) -> bool:
     return any(spec_allows_code(spec) for spec in specs)
 
 
-def _user_trust(spec: dict, allow_code: bool, meta_file: Path) -> dict:
+def refuse_untrusted_code(spec: dict, allow_code: bool, meta_file: Path) -> dict:
     """The checkpoint's spec with every trust opt-in set by the user, never by the file: a checkpoint
     that asks to run code is refused unless the user allowed it."""
     spec = copy.deepcopy(spec)
@@ -298,7 +298,7 @@ def load_model(directory, map_location="cpu", *, allow_code: bool = False) -> Mu
 
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
-    spec = _user_trust(meta["spec"], allow_code, directory / META_NAME)
+    spec = refuse_untrusted_code(meta["spec"], allow_code, directory / META_NAME)
     # The encoder rebuilds its architecture from the folder it wrote; the weights come next.
     model = _build(spec, meta["task_info"],
                    encoder_params={"model": str(directory / ENCODER_DIR), "pretrained": False})

@@ -596,7 +596,8 @@ def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
                                   found=m.name)
             seen[m.name] = i
         if m.checkpoint is not None:
-            _check_checkpoint(_resolve(m.checkpoint, file), file, f"{where}.checkpoint")
+            allow = {"encoder": deep_merge(resolved["encoder"], m.encoder or {}), "heads": resolved["heads"]}
+            _check_checkpoint(_resolve(m.checkpoint, file), file, f"{where}.checkpoint", allow)
         if m.training:
             trainings.append((f"{where}.training", deep_merge(resolved["training"], m.training)))
     s = model.student
@@ -629,17 +630,19 @@ def _resolve(value: str, file) -> Path:
     return Path(file).parent / p
 
 
-def _check_checkpoint(path: Path, file, where: str) -> None:
+def _check_checkpoint(path: Path, file, where: str, user_spec: dict) -> None:
+    """A teacher checkpoint the recipe brings: an mtkd model folder that asks for no code the user did not allow."""
     from .errors import CheckpointError
 
     expected = "an mtkd model folder (mtkd_model.json, model.safetensors, encoder/)"
     if not path.is_dir():
         raise RecipeError("teacher checkpoint folder not found", file=file, path=where, expected=expected,
                           found=str(path))
-    from .model import read_checkpoint_meta
+    from .model import read_checkpoint_meta, refuse_untrusted_code, spec_allows_code
 
     try:
-        read_checkpoint_meta(path)
+        meta = read_checkpoint_meta(path)
+        refuse_untrusted_code(meta["spec"], spec_allows_code(user_spec), path / "mtkd_model.json")
     except CheckpointError as exc:
         raise RecipeError(f"not a usable teacher checkpoint: {exc.file}: {exc.message}", file=file, path=where,
                           expected=exc.expected or expected, found=str(path), hint=exc.hint) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from helpers import GLUE_SAMPLE, REPO, TINY_ENCODER, requires_minilm
+from helpers import GLUE_SAMPLE, REPO, TINY_ENCODER
 
 
 @dataclass
@@ -365,6 +365,9 @@ CASES = [
          ("encoder", "custom code"), absent=("RAN",)),
     Case("checkpoint-export-over-files", lambda c: ["export", c.checkpoint(), c.write("out/keep.txt", "x").parent,
                                                     "--task", "nli"], ("out", "not empty", "--force")),
+    Case("checkpoint-as-teacher-asks-remote-code", lambda c: ["recipe", "validate", c.write_recipe(
+        teachers=_members({"checkpoint": str(_trusting_checkpoint(c))}))],
+         ("teachers.members[0].checkpoint", "trust_remote_code", "your own opt-in"), absent=("RAN",)),
     Case("checkpoint-unknown-task", lambda c: ["export", c.checkpoint(), c.tmp / "out", "--task", "cola"],
          ("ckpt", "one of: nli")),
     Case("checkpoint-as-teacher-garbage", validate(teachers=_members({"checkpoint": "ckpt"})), ()),  # replaced below
@@ -467,13 +470,3 @@ def test_bad_input_gets_a_clean_error(case: Case, tmp_path, monkeypatch, request
     assert case.expect, "a row must say what its message names"
     for name in case.absent:
         assert not (tmp_path / name).exists(), f"{name} exists: code ran"
-
-
-@requires_minilm
-def test_a_checkpoint_that_asks_for_remote_code_runs_it_only_when_the_user_opts_in(tmp_path, saved_checkpoint):
-    """The refusal above is the opt-in's doing: with --trust-remote-code the same folder's code does run."""
-    from mtkd.cli import cli
-
-    ckpt = _trusting_checkpoint(Ctx(tmp_path, lambda: saved_checkpoint))
-    CliRunner().invoke(cli, ["export", str(ckpt), str(tmp_path / "out"), "--task", "nli", "--trust-remote-code"])
-    assert (tmp_path / "RAN").exists()
