@@ -56,7 +56,7 @@ def check_writable_folder(folder: Path, option: str, file=None) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is not a folder" if not existing.is_dir() else "is not writable"
-        raise MtkdError(f"cannot write the run folder: {existing} {problem}", file=file, path=option,
+        raise MtkdError(f"cannot write the folder: {existing} {problem}", file=file, path=option,
                         expected="a folder you can write to (or one that can be created)", found=str(folder))
 
 
@@ -199,6 +199,8 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
         check_writable_folder(Path(output), "--output")
     else:
         check_writable_folder(Path(r.resolve_path(r.model.output_dir) or "runs"), "output_dir", file=r.file)
+    if r.model.data.cache_dir:
+        check_writable_folder(Path(r.model.data.cache_dir).expanduser(), "data.cache_dir", file=r.file)
     nproc = nproc or r.model.scaling.nproc
     if maybe_relaunch(nproc):
         return

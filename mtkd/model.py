@@ -106,7 +106,12 @@ def _build(spec: dict, task_info: dict[str, dict], encoder_params: dict | None =
     _check_tasks(task_info)
     enc_type, enc_params = split_spec(spec.get("encoder"), path="encoder")
     enc_params.update(encoder_params or {})
-    encoder = registries.encoders.create(enc_type, enc_params, path="encoder")
+    try:
+        encoder = registries.encoders.create(enc_type, enc_params, path="encoder")
+    except RecipeError as exc:  # an encoder's own check (config_overrides.x): say it is the encoder's key
+        if exc.path and not exc.path.startswith("encoder"):
+            exc.path = f"encoder.{exc.path}"
+        raise
     head_specs = spec.get("heads") or {}
     heads = {}
     for name, info in task_info.items():

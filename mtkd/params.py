@@ -164,9 +164,14 @@ def recipe_error(exc: ValidationError, *, file=None, prefix: str = "", model=Non
     return error
 
 
-def validate(model: type[BaseModel], data, *, file=None, prefix: str = ""):
-    """``model.model_validate(data)``, raising a RecipeError that names ``file`` and ``prefix.key``."""
+def validate(model: type[BaseModel], data, *, file=None, prefix: str = "", context: dict | None = None):
+    """``model.model_validate(data)``, raising a RecipeError that names ``file`` and ``prefix.key``.
+
+    ``context`` is pydantic's validation context: facts of the recipe a parameter may be checked against
+    (``teacher_members``: the number of teachers, for aggregator parameters), read by validators through
+    ``info.context``; absent when a component is built outside a recipe.
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise recipe_error(exc, file=file, prefix=prefix, model=model) from None

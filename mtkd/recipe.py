@@ -494,11 +494,11 @@ def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
     return Recipe(model, resolved, Path(file) if file else None)
 
 
-def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path):
+def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path, context=None):
     """Validate one component against its plugin's params and store the filled-in spec."""
     if isinstance(spec, dict):
         spec = Component.model_validate(spec)
-    params = registry.validate_params(spec.type, spec.params, file=file, path=path)
+    params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
     resolved_holder[key] = {"type": spec.type, **params.model_dump(mode="json")}
 
 
@@ -562,10 +562,11 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
         for j, name in enumerate(t.tasks or []):
             if name not in task_names:
                 check_task_keys({name: None}, f"teachers.tasks[{j}]")
+        facts = {"teacher_members": len(t.members)}
         _component(reg.aggregators, t.aggregation, resolved["teachers"], "aggregation", file=file,
-                   path="teachers.aggregation")
+                   path="teachers.aggregation", context=facts)
         _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
-                   file=file, path="teachers.regression_aggregation")
+                   file=file, path="teachers.regression_aggregation", context=facts)
         for i, member in enumerate(t.members):
             _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys)
     if model.student is not None:

@@ -254,6 +254,9 @@ CASES = [
     Case("unknown-task", validate(tasks=["rtee"]), ("tasks[0].type", "did you mean 'rte'")),
     Case("unknown-tracker", validate("logging.trackers=[{type: wandbb}]"),
          ("logging.trackers[0].type", "did you mean 'wandb'")),
+    Case("weights-per-member", validate(teachers={"members": [{"seed": 1}, {"seed": 2}],
+                                                  "aggregation": {"type": "weighted", "weights": [1, 2, 3]}}),
+         ("teachers.aggregation.weights", "one weight per teacher member: 2")),
     Case("aggregation-param-typo", validate("teachers.aggregation.temprature=2"),
          ("teachers.aggregation.temprature", "did you mean 'temperature'")),
     Case("heads-unknown-task", validate("heads.sst={type: linear}"), ("heads.sst", "one of the recipe's tasks")),
@@ -310,6 +313,14 @@ CASES = [
     Case("glue-all-rows-skipped", run(recipe=lambda c: (c.glue_copy() / "RTE" / "dev.tsv").write_text(
         "index\tsentence1\tsentence2\tlabel\n1\ta\tb\tmaybe\n") and c.write_recipe(
         data={"glue": str(c.tmp / "glue"), "max_length": 32, "on_bad_rows": "skip"})), ("dev.tsv", "no rows")),
+    Case("table-one-label", run(recipe=lambda c: c.table_recipe("text,label\na,x\nb,x\n")),
+         ("train.csv", "label", "at least 2 classes")),
+    Case("table-one-label-listed", validate(tasks=[{"name": "mine", "type": "table", "train": "t.csv",
+                                                    "text_columns": ["text"], "labels": ["x"]}]),
+         ("tasks[0]", "at least 2 `labels`")),
+    Case("table-same-text-column", validate(tasks=[{"name": "mine", "type": "table", "train": "t.csv",
+                                                    "text_columns": ["text", "text"]}]),
+         ("tasks[0]", "the same column twice")),
     Case("table-header-only", run(recipe=lambda c: c.table_recipe("text,label\n")),
          ("train.csv", "no usable rows")),
     Case("table-missing-column", run(recipe=lambda c: c.table_recipe("sentence,label\na,1\n")),
@@ -334,12 +345,18 @@ CASES = [
     Case("data-show-unknown-task", lambda c: ["data", "show", "rtee"], ("rtee", "did you mean 'rte'")),
     Case("data-show-table-file-missing", lambda c: ["data", "show", "table", "--param", "train=nope.csv",
                                                     "--param", "text_columns=[text]"], ("nope.csv", "an existing csv")),
+    Case("encoder-config-override-typo", run(recipe=lambda c: c.write_recipe(encoder={
+        **TINY_ENCODER, "config_overrides": {"hiden_size": 32}})),
+         ("encoder.config_overrides.hiden_size", "did you mean 'hidden_size'")),
     Case("encoder-folder-missing", run(recipe=lambda c: c.write_recipe(encoder={"type": "hf", "model": "./nowhere/"})),
          ("./nowhere/", "not found", "an existing folder")),
     # ---- command line
     Case("output-under-a-file", lambda c: ["recipe", "run", c.recipe, "--quiet", "--output",
                                            c.write("afile", "x") / "run"], ("--output", "afile", "a folder")),
     Case("nproc-zero-cli", lambda c: ["recipe", "run", c.recipe, "--nproc", "0"], ("--nproc", "x>=1")),
+    Case("cache-dir-under-a-file", run(recipe=lambda c: c.write_recipe(data={
+        "glue": str(GLUE_SAMPLE), "cache_dir": str(c.write("f", "x") / "cache")})),
+         ("tiny.yaml", "data.cache_dir", "a folder")),
     Case("output-dir-under-a-file", run(recipe=lambda c: c.write_recipe(output_dir=str(c.write("f", "x") / "r"))),
          ("tiny.yaml", "output_dir", "a folder")),
     Case("predict-before-run", lambda c: ["predict", c.recipe], ("runs/tiny", "recipe run")),

@@ -281,6 +281,10 @@ class TableParams(Params):
             raise ValueError("`labels` is for classification tasks, not regression")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("`labels` has duplicates")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("a classification task needs at least 2 `labels`")
+        if len(set(self.text_columns)) != len(self.text_columns):
+            raise ValueError("`text_columns` names the same column twice")
         allowed = M.REGRESSION_METRICS if self.task_type == "regression" else M.CLASSIFICATION_METRICS
         wrong = [m for m in self.metrics or [] if m not in allowed]
         if wrong:
@@ -355,7 +359,12 @@ class TableTask(_Metrics):
                 self.load_split("train")
             else:  # the labels are the train file's: read it whole first
                 rows = list(rows)
-                self._labels = _natural_sorted({r[p.label_column] for _, _, r in rows if r[p.label_column] != ""})
+                labels = _natural_sorted({r[p.label_column] for _, _, r in rows if r[p.label_column] != ""})
+                if len(labels) == 1:  # (none at all: "no usable rows" below)
+                    raise DataError(f"the training file has only one distinct label in {p.label_column!r}",
+                                    file=path, path=p.label_column,
+                                    expected="at least 2 classes (or task_type: regression)", found=labels)
+                self._labels = labels
         ids = {name: i for i, name in enumerate(self._labels or [])}
         expected = ("a number" if regression else "one of the task's labels: " + ", ".join(self._labels))
         cols = {"text_a": [], "text_b": [], "label": [], "idx": []}
