@@ -226,6 +226,8 @@ def predict(file, which, output, out_dir, overrides, plugins):
     from .recipe import load_recipe
 
     r = load_recipe(file, overrides, extra_plugins=plugins)
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--out")
     zip_path = write_predictions(r, which=which, output=output, out_dir=out_dir)
     out.print(f"[green]wrote[/] {zip_path}", highlight=False)
 

@@ -46,6 +46,8 @@ def _safe_task_name(value: str) -> str:
 
 
 SafeName = Annotated[str, AfterValidator(check_safe_name)]
+#: What every RNG takes (numpy's seeds are unsigned 32-bit).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 TaskName = Annotated[str, AfterValidator(_safe_task_name)]
 
 
@@ -147,7 +149,7 @@ class Member(_Strict):
     """One teacher: a variation of the base set-up, or an existing checkpoint."""
 
     name: SafeName | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     checkpoint: str | None = None
     encoder: dict | None = None
     heads: dict[str, dict] | None = None
@@ -169,7 +171,7 @@ class Student(_Strict):
     heads: dict[str, dict] | None = None
     training: dict | None = None
     objective: Objectives
-    seeds: list[int] | None = Field(None, min_length=1, description="one student (and control) per seed")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="one student (and control) per seed")
     control: bool = Field(False, description="also train the same set-up on hard labels only")
     soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
 
@@ -199,7 +201,7 @@ class RecipeModel(_Strict):
     name: SafeName
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
-    seed: int = 42
+    seed: Seed = 42
     output_dir: str = "runs"
     data: Data = Field(default_factory=Data)
     tasks: list[TaskEntry] = Field(min_length=1)
