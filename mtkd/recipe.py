@@ -228,7 +228,8 @@ class RecipeModel(_Strict):
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise RecipeError("recipe file not found", file=path, expected="an existing YAML file")
+        raise RecipeError("a recipe must be a file, not a folder" if path.is_dir() else "recipe file not found",
+                          file=path, expected="an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

@@ -278,6 +278,10 @@ CASES = [
     Case("recipe-missing", lambda c: ["recipe", "validate", c.tmp / "nope.yaml"], ("nope.yaml", "an existing YAML")),
     Case("recipe-bad-yaml", lambda c: ["recipe", "validate", c.write("bad.yaml", "name: x\ntraining: {lr: 1\n")],
          ("bad.yaml", "not valid YAML", "line")),
+    Case("recipe-is-a-folder", lambda c: ["recipe", "validate", c.tmp], ("not a folder", "an existing YAML file")),
+    Case("recipe-python-tag", lambda c: ["recipe", "validate", c.write(
+        "tag.yaml", "name: !!python/object/apply:os.system ['touch RAN']\n")],
+         ("tag.yaml", "line 1", "could not determine a constructor"), absent=("RAN",)),
     Case("recipe-not-mapping", lambda c: ["recipe", "show", c.write("list.yaml", "- a\n- b\n")],
          ("list.yaml", "key: value pairs")),
     Case("recipe-binary", lambda c: ["recipe", "validate", c.write("bin.yaml", b"\xff\xfe\x00garbage")],
@@ -293,6 +297,8 @@ CASES = [
     Case("recipe-show-missing", lambda c: ["recipe", "show", c.tmp / "nope.yaml"], ("nope.yaml", "an existing YAML")),
     # ---- plugins
     Case("plugin-file-missing", validate(plugins=["nope.py"]), ("tiny.yaml", "plugins", "a path to a .py file")),
+    Case("plugin-file-not-python", lambda c: ["recipe", "validate", c.recipe, "--plugin", c.write("b.py", b"\xff\x00")],
+         ("plugins", "b.py", "failed to run")),
     Case("plugin-module-missing", validate(plugins=["no_such_module_xyz"]),
          ("tiny.yaml", "plugins", "an importable module name")),
     Case("plugin-file-fails", lambda c: ["recipe", "validate", _recipe_with_plugin(c, "raise RuntimeError('boom')\n")],
@@ -308,6 +314,14 @@ CASES = [
     # ---- data
     Case("glue-folder-missing", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.tmp / "none")})),
          ("none", "GLUE data folder not found", "nyu-mll/glue")),
+    Case("glue-source-is-a-file", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write("g.txt", "x"))})),
+         ("g.txt", "a folder or a Hugging Face dataset id")),
+    Case("glue-folder-empty", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write("eg/x", "").parent)})),
+         ("eg", "not a GLUE data folder", "RTE/train.tsv")),
+    Case("glue-tsv-not-text", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write(
+        "gb/RTE/train.tsv", b"\xff\xfe\x00\x01").parent.parent)})), ("gb/RTE/train.tsv", "UTF-8")),
+    Case("glue-parquet-garbage", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write(
+        "pq/rte/train-00000-of-00001.parquet", "garbage").parent.parent)})), ("pq", "rte/train-00000-of-00001")),
     Case("glue-header-only-train", run(recipe=lambda c: (
         c.glue_copy() / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n") and c.write_recipe(
         data={"glue": str(c.tmp / "glue"), "max_length": 32})), ("RTE", "train.tsv", "no rows")),
@@ -400,6 +414,9 @@ CASES = [
     Case("soft-targets-truncated", run(recipe=lambda c: _soft_targets_recipe(
         c, _safetensors({"rte": __import__("numpy").zeros((16, 2), "float32")})[:-20])),
          ("soft.safetensors", "safetensors")),
+    Case("soft-targets-not-safetensors", lambda c: ["recipe", "validate", c.write("s.json", "{}") and c.write_recipe(
+        student={"soft_targets": str(c.tmp / "s.json")})],
+         ("student.soft_targets", "s.json", "readable safetensors")),
     Case("soft-targets-wrong-task", run(recipe=lambda c: _soft_targets_recipe(
         c, _safetensors({"cola": __import__("numpy").zeros((16, 2), "float32")}))),
          ("soft.safetensors", "unknown task 'cola'", "rte")),
