@@ -232,7 +232,8 @@ def read_checkpoint_meta(directory) -> dict:
     try:
         meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME) from None
+        raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME,
+                              expected="the JSON description mtkd writes beside the weights") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         found = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError("unsupported checkpoint format", file=directory / META_NAME,

@@ -237,7 +237,8 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, path=where) from None
+        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, path=where,
+                          expected="plain YAML (mappings, lists, text, numbers; no !!python tags)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -266,7 +267,7 @@ def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict
     """
     path = path.resolve()
     if path in _seen:
-        raise RecipeError("`extends` forms a cycle", file=path, path="extends",
+        raise RecipeError("`extends` forms a cycle", file=path, path="extends", expected="parents that never extend their child",
                           found=" -> ".join(str(p) for p in (*_seen, path)))
     data = _read_yaml(path)
     if origins is not None and isinstance(data.get("plugins"), list):
@@ -340,7 +341,8 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+                raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node,
+                                  expected="a key path through mappings (and [i] through lists)")
             if node.get(part) is None:
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
@@ -354,7 +356,8 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
             node[last] = value
     else:
         if not isinstance(node, dict):
-            raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+            raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node,
+                                  expected="a key path through mappings (and [i] through lists)")
         node[last] = value
     return parts, raw
 
@@ -528,7 +531,8 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
     seen = set()
     for i, task in enumerate(model.tasks):
         if task.name in seen:
-            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name)
+            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
+                              expected="each task once (name a second copy differently, with `type:`)")
         seen.add(task.name)
         params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
         core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}

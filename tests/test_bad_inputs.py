@@ -508,5 +508,7 @@ def test_bad_input_gets_a_clean_error(case: Case, tmp_path, monkeypatch, request
     missing = [text for text in case.expect if text not in output]
     assert not missing, f"the message lacks {missing}:\n{output}"
     assert case.expect, "a row must say what its message names"
+    # what was expected: mtkd's own line, a hint saying what to do, or click's account of the allowed values
+    assert any(text in output for text in ("expected:", "hint:", "Invalid value for")), output
     for name in case.absent:
         assert not (tmp_path / name).exists(), f"{name} exists: code ran"
