@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -267,7 +268,8 @@ def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict
     """
     path = path.resolve()
     if path in _seen:
-        raise RecipeError("`extends` forms a cycle", file=path, path="extends", expected="parents that never extend their child",
+        raise RecipeError("`extends` forms a cycle", file=path, path="extends",
+                          expected="parents that never extend their child",
                           found=" -> ".join(str(p) for p in (*_seen, path)))
     data = _read_yaml(path)
     if origins is not None and isinstance(data.get("plugins"), list):
@@ -357,7 +359,7 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
     else:
         if not isinstance(node, dict):
             raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node,
-                                  expected="a key path through mappings (and [i] through lists)")
+                              expected="a key path through mappings (and [i] through lists)")
         node[last] = value
     return parts, raw
 
@@ -442,8 +444,6 @@ def _announce_plugins(specs, file, origins: dict | None) -> None:
     else:
         line = (f"mtkd: the recipe loads plugin code (it runs with your permissions): {named}; "
                 f"refuse recipe plugins with {NO_RECIPE_PLUGINS}=1 or `mtkd --no-recipe-plugins`")
-    import sys
-
     print(line, file=sys.stderr, flush=True)
 
 
