@@ -536,10 +536,12 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
     _check_data_keys(model, reg, file)
     seen = set()
     for i, task in enumerate(model.tasks):
-        if task.name in seen:
+        # Case-blind: `rte` and `RTE` would share files on case-insensitive filesystems.
+        if task.name.casefold() in seen:
             raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
-                              expected="each task once (name a second copy differently, with `type:`)")
-        seen.add(task.name)
+                              expected="each task once, names differing in more than case (name a second "
+                                       "copy differently, with `type:`)")
+        seen.add(task.name.casefold())
         params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
         core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}
         core["type"] = task.task_type
@@ -604,11 +606,12 @@ def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
     for i, m in enumerate(members):
         where = f"teachers.members[{i}]"
         if m.name is not None:
-            if m.name in seen:
+            key = m.name.casefold()  # (case-insensitive filesystems)
+            if key in seen:
                 raise RecipeError("two teachers have the same name", file=file, path=f"{where}.name",
-                                  expected=f"unique names (teachers.members[{seen[m.name]}] is {m.name!r} too)",
-                                  found=m.name)
-            seen[m.name] = i
+                                  expected=f"unique names, also ignoring case (teachers.members[{seen[key]}] is "
+                                           f"{members[seen[key]].name!r})", found=m.name)
+            seen[key] = i
         if m.checkpoint is not None:
             allow = {"encoder": deep_merge(resolved["encoder"], m.encoder or {}), "heads": resolved["heads"]}
             _check_checkpoint(_resolve(m.checkpoint, file), file, f"{where}.checkpoint", allow)

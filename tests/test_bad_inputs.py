@@ -244,6 +244,8 @@ CASES = [
          ("teachers.members[0].name", NAME_RULE)),
     Case("member-duplicate", validate(teachers=_members({"seed": 1, "name": "a"}, {"seed": 2, "name": "a"})),
          ("teachers.members[1].name", "unique")),
+    Case("member-duplicate-but-case", validate(teachers=_members({"seed": 1, "name": "T1"}, {"seed": 2, "name": "t1"})),
+         ("teachers.members[1].name", "ignoring case", "'T1'")),
     # ---- sizes and intervals
     Case("eval-every-zero", validate("training.eval_every=0"), ("tiny.yaml", "training.eval_every", GT0)),
     Case("eval-every-negative", validate("training.eval_every=-3"), ("training.eval_every", GT0)),
@@ -287,6 +289,8 @@ CASES = [
     Case("student-seeds-empty", validate(student={"seeds": []}), ("student.seeds", "at least 1 item")),
     Case("student-seeds-duplicate", validate(student={"seeds": [1, 1]}), ("student.seeds", "unique")),
     Case("task-twice", validate(tasks=["rte", "rte"]), ("tasks[1].name", "task listed twice")),
+    Case("task-twice-but-case", validate(tasks=["rte", {"name": "RTE", "type": "rte"}]),
+         ("tasks[1].name", "more than case")),
     # ---- typos and unknown names
     Case("data-key-typo", validate(data={"glu": str(GLUE_SAMPLE)}), ("tiny.yaml", "data.glu", "did you mean 'glue'")),
     Case("top-level-typo", validate("nmae=x"), ("nmae", "did you mean 'name'")),
@@ -423,7 +427,7 @@ CASES = [
     Case("predict-before-run", lambda c: ["predict", c.recipe], ("runs/tiny", "recipe run")),
     Case("predict-out-under-a-file", lambda c: ["predict", c.recipe, "--out", c.write("f", "x") / "sub"],
          ("--out", "a folder")),
-    Case("stage-before-its-inputs", run("--stage", "student"), ("teacher", "not been trained")),
+    Case("stage-before-its-inputs", run("--stage", "student"), ("runs/tiny", "teacher")),
     Case("force-unknown-stage", run("--force", "studnet"), ("--force", "'studnet' is not one of")),
     Case("export-missing-checkpoint", lambda c: ["export", c.tmp / "none", c.tmp / "out", "--task", "nli"],
          ("none", "checkpoint folder not found")),
