@@ -124,7 +124,7 @@ class Training(_Strict):
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     best_metric: str = Field("score", description="which dev checkpoint to keep: `score` (GLUE-style mean over "
                                                   "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
-    best_tasks: list[str] | None = Field(None, description="the tasks whose mean is `score` (default: all); e.g. "
+    best_tasks: list[str] | None = Field(None, min_length=1, description="the tasks whose mean is `score` (default: all); e.g. "
                                                            "leave out a tiny, noisy dev set such as WNLI's")
     keep: Literal["best", "final", "both"] | None = Field(
         None, description="model folders a finished job keeps: `best` (default; `final` when nothing was "
@@ -165,7 +165,7 @@ class Member(_Strict):
 
 
 class Teachers(_Strict):
-    tasks: list[str] | None = Field(None, description="tasks to distil; default all")
+    tasks: list[str] | None = Field(None, min_length=1, description="tasks to distil; default all")
     members: list[Member] = Field(min_length=1)
     aggregation: Component
     regression_aggregation: Component

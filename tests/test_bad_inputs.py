@@ -286,6 +286,8 @@ CASES = [
     # ---- empty lists and duplicates
     Case("tasks-empty", validate(tasks=[]), ("tasks", "at least 1 item")),
     Case("members-empty", validate(teachers={"members": []}), ("teachers.members", "at least 1 item")),
+    Case("teachers-tasks-empty", validate("teachers.tasks=[]"), ("teachers.tasks", "at least 1 item")),
+    Case("best-tasks-empty", validate("training.best_tasks=[]"), ("training.best_tasks", "at least 1 item")),
     Case("student-seeds-empty", validate(student={"seeds": []}), ("student.seeds", "at least 1 item")),
     Case("student-seeds-duplicate", validate(student={"seeds": [1, 1]}), ("student.seeds", "unique")),
     Case("task-twice", validate(tasks=["rte", "rte"]), ("tasks[1].name", "task listed twice")),
