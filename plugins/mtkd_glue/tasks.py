@@ -368,6 +368,7 @@ class TableTask(_Metrics):
         ids = {name: i for i, name in enumerate(self._labels or [])}
         expected = ("a number" if regression else "one of the task's labels: " + ", ".join(self._labels))
         cols = {"text_a": [], "text_b": [], "label": [], "idx": []}
+        seen_ids: dict[int, str] = {}
         for where, rowno, row in rows:
             value = row.get(p.label_column, "")
             if value == "" and not labeled:
@@ -392,6 +393,11 @@ class TableTask(_Metrics):
                     bad(where, f"invalid {p.id_column}", expected="an integer id", found=row[p.id_column])
                     continue
                 idx = int(cell)
+                if idx in seen_ids:  # predictions and submissions are keyed by id
+                    bad(where, f"duplicate {p.id_column}", expected=f"unique ids ({idx} is on {seen_ids[idx]} too)",
+                        found=row[p.id_column])
+                    continue
+                seen_ids[idx] = where
             else:
                 idx = rowno
             cols["text_a"].append(row[p.text_columns[0]])
