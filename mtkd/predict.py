@@ -112,7 +112,8 @@ def _has_labels(labels: np.ndarray, task_type: str) -> bool:
 def evaluate_split(chosen, split: str, tasks=None) -> dict:
     """Metrics (x100) of the chosen model on ``split`` of every task that has it with labels.
 
-    A split the task does not score itself (a labelled test split) is scored with its dev split's metrics.
+    A split the task does not score itself (a labelled test split) is scored with its dev split's metrics;
+    the train and dev splits are the recipe's (``max_train_examples``/``max_eval_examples`` applied).
     """
     from .model import load_model
     from .training import to_predictions
@@ -132,7 +133,8 @@ def evaluate_split(chosen, split: str, tasks=None) -> dict:
                 raise DataError(f"task {name!r} has no split {split!r}", path="--split", expected=f"one of {splits}",
                                 found=split)
             continue
-        ds = tb.task.load_split(split)
+        # The train and dev splits as the run sees them (max_*_examples applied): the report's figures.
+        ds = tb.split(split) if split == tb.task.train_split or split in tb.evals else tb.task.load_split(split)
         labels = np.asarray(ds["label"])
         if not _has_labels(labels, tb.task.task_type):
             if tasks:

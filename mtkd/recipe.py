@@ -505,7 +505,8 @@ def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str
     reg = get_registries()
 
     def component(registry, base: dict, override: dict, where: str) -> dict:
-        merged = deep_merge(base, override)
+        new_type = override.get("type") not in (None, base.get("type"))
+        merged = copy.deepcopy(override) if new_type else deep_merge(base, override)
         try:
             comp = Component.model_validate(merged)
         except ValidationError as exc:
