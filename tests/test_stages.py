@@ -359,6 +359,17 @@ def test_runs_list_and_compare_two_versions_and_models_by_role(tmp_path):
     assert predicted.exit_code == 0, predicted.output
     assert (run_dir / "submission-student-s2" / "RTE.tsv").exists()
 
+    # a test row skipped as bad (on_bad_rows: skip) would be missing from the submission: refused, unless asked
+    with open(glue / "RTE" / "test.tsv", "a", encoding="utf-8") as fh:
+        fh.write("8\tone column short\n")
+    skip = ("--set", "data.on_bad_rows=skip")
+    refused = run_cli("predict", recipe, *skip)
+    assert refused.exit_code == 2, refused.output
+    assert "1 test row(s) were skipped" in refused.output and "--allow-incomplete" in refused.output
+    allowed = run_cli("predict", recipe, *skip, "--allow-incomplete", "--out", tmp_path / "partial")
+    assert allowed.exit_code == 0, allowed.output
+    assert len((tmp_path / "partial" / "RTE.tsv").read_text().splitlines()) == 1 + 8
+
 
 @requires_minilm
 def test_evaluate_scores_a_labelled_test_split(tmp_path):
