@@ -32,8 +32,18 @@ class RunLockedError(MtkdError):
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of the file; of a safetensors file, of its header with sorted keys and its data (the writer stores
+    metadata in hash-map order, so the same tensors can give different bytes)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        if Path(path).suffix == ".safetensors":
+            head = fh.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = fh.read(size) if 0 < size < (1 << 27) else b""
+            try:
+                h.update(json.dumps(json.loads(header), sort_keys=True).encode())
+            except (ValueError, UnicodeDecodeError):  # not a valid header: the raw bytes decide
+                h.update(head + header)
         for block in iter(lambda: fh.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
