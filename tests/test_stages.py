@@ -170,9 +170,6 @@ def test_each_recipe_field_invalidates_exactly_the_stages_that_consume_it(tmp_pa
 
 # ---------------------------------------------------------------- end to end on tiny models
 
-pytestmark_e2e = requires_minilm
-
-
 def run(recipe: Path, *args, code: int = 0):
     result = run_cli("recipe", "run", recipe, *args, "--quiet")
     assert result.exit_code == code, result.output
