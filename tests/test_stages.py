@@ -226,7 +226,7 @@ def test_a_deleted_output_is_recomputed(tiny):
 def test_a_copied_run_folder_run_from_a_third_folder_reuses_every_stage(tiny, tmp_path, monkeypatch):
     recipe, run_dir = tiny
     copy = tmp_path / "moved" / "copy"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(run_dir, copy, copy_function=shutil.copy)  # as `cp -r`: new times, the content is checked
     shutil.rmtree(run_dir)  # the original is gone: nothing may point into it
     third = tmp_path / "third"
     third.mkdir()
@@ -240,6 +240,8 @@ def test_a_copied_run_folder_run_from_a_third_folder_reuses_every_stage(tiny, tm
     assert not list(copy.rglob("*.staging"))
     for marker in copy.rglob("mtkd-stage.json"):  # nothing absolute stored in a marker
         assert str(tmp_path) not in marker.read_text()
+        outputs = json.loads(marker.read_text())["outputs"]  # and the checked times are recorded
+        assert all((marker.parent / n).stat().st_mtime_ns == o["mtime_ns"] for n, o in outputs.items())
 
 
 @requires_minilm

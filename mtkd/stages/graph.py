@@ -161,6 +161,9 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
             u.folder = f"{u.folder_prefix}/{u.folder_name(u.key) if u.folder_name else u.key}"
             marker, why = ctx.store.verify(u.folder, u.key)
             if marker is not None and not ((stage.name in forced or stage.always) and run_it):
+                if ctx.main and not resolve_only:
+                    ctx.store.refresh(u.folder, marker)
+                marker.pop("refresh", None)
                 u.marker, u.digest = marker, marker["digest"]
                 digests[u.id] = u.digest
                 cached.append(u)

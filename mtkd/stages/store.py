@@ -204,6 +204,7 @@ class RunStore:
         if marker.get("key") != key:
             return None, "it belongs to other inputs"
         base = self.path(folder)
+        touched = False
         for name, rec in marker.get("outputs", {}).items():
             p = base / name
             if not p.is_file():
@@ -212,9 +213,17 @@ class RunStore:
             if st.st_size != rec["size"]:
                 return None, f"{name} changed size"
             # Unchanged since the marker was written: its digest stands. Otherwise (copied, touched) read it.
-            if st.st_mtime_ns != rec.get("mtime_ns") and file_digest(p) != rec["sha256"]:
-                return None, f"{name} changed"
+            if st.st_mtime_ns != rec.get("mtime_ns"):
+                if file_digest(p) != rec["sha256"]:
+                    return None, f"{name} changed"
+                rec["mtime_ns"], touched = st.st_mtime_ns, True
+        if touched:
+            marker["refresh"] = True  # the caller (main process) records the new times: no re-reading next run
         return marker, None
+
+    def refresh(self, folder: str, marker: dict) -> None:
+        if marker.pop("refresh", False):
+            self.write_json(f"{folder}/{MARKER}", marker)
 
     # ------------------------------------------------------------ replacing a unit
 
