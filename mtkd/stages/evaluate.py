@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,7 @@ def run_report(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
     version = {"hash": ctx.recipe.hash, "recipe": ctx.recipe.resolved,
                "file": str(ctx.recipe.file.resolve()) if ctx.recipe.file else None,
                "overrides": list(getattr(ctx.recipe, "overrides", ()) or ()),
-               "created": previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "created": previous.get("created") or datetime.now().isoformat(timespec="milliseconds"),
                "evaluation": ctx.store.rel(ctx.store.path(inputs["evaluate"].folder))}
     for name, text in (("metrics.json", json.dumps(metrics, indent=2)), ("recipe.json", json.dumps(version, indent=2)),
                        ("report.md", render_markdown(metrics, ctx.recipe.model.name, ctx.recipe.hash))):
