@@ -110,7 +110,8 @@ def test_teacher_checkpoint_trained_on_other_tasks_is_refused(tmp_path):
     first = tiny_recipe(tmp_path, tasks=[{"name": "sst2", "max_train_examples": 16}], student=None,
                         teachers={"members": [{"seed": 1}]})
     assert run(first, "--stage", "teachers").exit_code == 0
-    (model_dir,) = (tmp_path / "runs" / "tiny").glob("teachers/*/final")
+    job = only_job(tmp_path / "runs" / "tiny")
+    model_dir = job / json.loads((job / "result.json").read_text())["model"]  # the kept model (best)
     second = tiny_recipe(tmp_path, teachers={"members": [{"checkpoint": str(model_dir)}]})
     result = run(second, "--output", tmp_path / "second")
     assert result.exit_code == 2
@@ -146,6 +147,8 @@ def test_a_relative_encoder_folder_is_found_from_the_recipes_folder(tmp_path, mo
     monkeypatch.chdir(elsewhere)
     result = run(recipe, "--stage", "teachers")
     assert result.exit_code == 0, result.output
-    spec = json.loads((only_job(project / "runs" / "tiny") / "final" / "mtkd_model.json").read_text())["spec"]
+    job = only_job(project / "runs" / "tiny")
+    kept = job / json.loads((job / "result.json").read_text())["model"]
+    spec = json.loads((kept / "mtkd_model.json").read_text())["spec"]
     assert spec["encoder"]["model"] == str(model_dir)
     assert load_recipe(recipe).resolved["encoder"]["model"] == "models/tiny"

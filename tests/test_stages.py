@@ -394,7 +394,8 @@ def test_non_finite_teacher_outputs_stop_before_any_student(tmp_path):
 
     first = pipeline_recipe(tmp_path, name="first", teachers={"members": [{"seed": 1}]}, student=None)
     run(first, "--stage", "teachers")
-    (model,) = (tmp_path / "runs" / "first").glob("teachers/*/final")
+    (result,) = (tmp_path / "runs" / "first").glob("teachers/*/result.json")
+    model = result.parent / json.loads(result.read_text())["model"]
     diverged = shutil.copytree(model, tmp_path / "diverged")
     weights = diverged / "model.safetensors"
     tensors = load_file(str(weights))
