@@ -69,7 +69,14 @@ def choose_model(recipe: Recipe, run_dir: Path, role: str, seed: int | None = No
     from .units import teacher_model_dir
 
     kind, name = parse_role(role)
-    run = f"mtkd recipe run {recipe.file}" if recipe.file else "mtkd recipe run RECIPE"
+    import shlex
+
+    sets = "".join(f" --set {shlex.quote(o)}" for o in getattr(recipe, "overrides", ()))
+    run = f"mtkd recipe run {shlex.quote(str(recipe.file)) if recipe.file else 'RECIPE'}{sets}"
+    from .run import run_dir_for
+
+    if run_dir_for(recipe, None) != Path(run_dir):
+        run += f" --output {shlex.quote(str(run_dir))}"
     if kind in ("student", "control"):
         s = recipe.model.student
         if s is None or (kind == "control" and not s.control):
