@@ -503,8 +503,9 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
     if recipe.model.student is not None:
         trainings.append((_student_cfg(ctx)["training"], "student.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
+    train_tasks = {name: tb.task for name, tb in ctx.tasks.items() if tb.train is not None}
     for training, where in trainings:  # check what can be checked before hours of training
-        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=task_objs)
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=train_tasks)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
     if recipe.model.student is not None:
         _objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
