@@ -207,8 +207,9 @@ def check_before_training(ctx: RunContext) -> None:
     if recipe.model.student is not None:
         trainings.append((ctx.student_config()["training"], "student.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
+    train_tasks = {name: tb.task for name, tb in ctx.tasks.items() if tb.train is not None}
     for training, where in trainings:
-        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=task_objs)
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=train_tasks)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
     if recipe.model.student is not None:
         objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
