@@ -269,6 +269,8 @@ def recipe_allows_code(recipe) -> bool:
     """Whether the recipe opts in, in its encoder or in any teacher's or the student's encoder."""
     from .recipe import variation_config
 
+    if not getattr(recipe, "user_trusted", True):  # read from a run folder: not the user's say
+        return False
     r = recipe.resolved
     variations = [m for m in (recipe.model.teachers.members if recipe.model.teachers else [])]
     variations += [recipe.model.student] if recipe.model.student is not None else []

@@ -179,13 +179,38 @@ def _safetensors(tensors: dict, metadata: dict | None = None) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def _run_folder_recipe(ctx: Ctx, damage: Callable[[Path], None]) -> Path:
-    """A recipe whose run folder holds a damaged evaluation.json, for `mtkd predict`."""
-    recipe = ctx.recipe
+def _run_folder(ctx: Ctx, change: Callable[[dict], None] | None = None, text: str | None = None) -> Path:
+    """A run folder whose recipe.json holds ``text``, or the default recipe (resolved) after ``change``."""
+    from mtkd.recipe import load_recipe
+
     run_dir = ctx.tmp / "runs" / "tiny"
-    run_dir.mkdir(parents=True)
-    damage(run_dir)
-    return recipe
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        recipe = load_recipe(ctx.recipe).resolved
+        change(recipe)
+        text = json.dumps({"hash": "0" * 16, "recipe": recipe, "file": str(ctx.tmp / "gone.yaml")})
+    (run_dir / "recipe.json").write_text(text, encoding="utf-8")
+    return run_dir
+
+
+def _run_folder_reports(ctx: Ctx) -> Path:
+    """A run folder with one finished version whose metrics.json is damaged."""
+    run_dir = _run_folder(ctx, text=json.dumps({"hash": "h", "recipe": {}}))
+    ctx.write("runs/tiny/reports/h/recipe.json", json.dumps({"hash": "h", "recipe": {}}))
+    ctx.write("runs/tiny/reports/h/metrics.json", "{truncated")
+    return run_dir
+
+
+def _run_folder_with_plugin(ctx: Ctx) -> Path:
+    """A shared run folder whose recipe names a plugin file beside it, which writes RAN when imported."""
+    plugin = ctx.write("runs/tiny/evil.py", "from pathlib import Path\nPath(__file__).parent.parent.parent.joinpath("
+                                            "'RAN').write_text('x')\n" + FOCAL)
+
+    def change(recipe):
+        recipe["plugins"] = [str(plugin)]
+        recipe["objective"]["classification"] = {"type": "focal"}
+
+    return _run_folder(ctx, change)
 
 
 def _append(path: Path, text: str) -> Path:
@@ -243,9 +268,9 @@ CASES = [
     Case("member-separator", validate(teachers=_members({"seed": 1, "name": "x/../../y"})),
          ("teachers.members[0].name", NAME_RULE)),
     Case("member-duplicate", validate(teachers=_members({"seed": 1, "name": "a"}, {"seed": 2, "name": "a"})),
-         ("teachers.members[1].name", "unique")),
+         ("teachers.members[1].name", "a name other than members[0]'s")),
     Case("member-duplicate-but-case", validate(teachers=_members({"seed": 1, "name": "T1"}, {"seed": 2, "name": "t1"})),
-         ("teachers.members[1].name", "ignoring case", "'T1'")),
+         ("teachers.members[1].name", "also ignoring case", "'t1'")),
     # ---- sizes and intervals
     Case("eval-every-zero", validate("training.eval_every=0"), ("tiny.yaml", "training.eval_every", GT0)),
     Case("eval-every-negative", validate("training.eval_every=-3"), ("training.eval_every", GT0)),
@@ -289,7 +314,7 @@ CASES = [
     Case("teachers-tasks-empty", validate("teachers.tasks=[]"), ("teachers.tasks", "at least 1 item")),
     Case("best-tasks-empty", validate("training.best_tasks=[]"), ("training.best_tasks", "at least 1 item")),
     Case("student-seeds-empty", validate(student={"seeds": []}), ("student.seeds", "at least 1 item")),
-    Case("student-seeds-duplicate", validate(student={"seeds": [1, 1]}), ("student.seeds", "unique")),
+    Case("student-seeds-duplicate", validate(student={"seeds": [1, 1]}), ("student.seeds[1]", "distinct seeds")),
     Case("task-twice", validate(tasks=["rte", "rte"]), ("tasks[1].name", "task listed twice")),
     Case("task-twice-but-case", validate(tasks=["rte", {"name": "RTE", "type": "rte"}]),
          ("tasks[1].name", "more than case")),
@@ -476,8 +501,15 @@ CASES = [
     Case("soft-targets-bad-fingerprints", run(recipe=lambda c: _soft_targets_recipe(
         c, _safetensors({"rte": np.zeros((16, 2), "float32")}, {"fingerprints": "{not json"}))),
          ("soft.safetensors", "fingerprints", "JSON")),
-    Case("run-folder-evaluation-garbage", lambda c: ["predict", _run_folder_recipe(
-        c, lambda d: (d / "evaluation.json").write_text("{truncated"))], ("evaluation.json", "JSON")),
+    Case("run-folder-recipe-garbage", lambda c: ["predict", _run_folder(c, text="{truncated")],
+         ("recipe.json", "not valid JSON")),
+    Case("run-folder-recipe-missing", lambda c: ["predict", _run_folder(c, text='{"hash": "x"}')],
+         ("recipe.json", "recipe", "holds no recipe")),
+    Case("run-folder-names-a-plugin", lambda c: ["predict", _run_folder_with_plugin(c)],
+         ("recipe.json", "objective.classification.type", "unknown loss 'focal'", "never loads code"),
+         absent=("RAN",)),
+    Case("run-folder-reports-garbage", lambda c: ["runs", "list", _run_folder_reports(c)],
+         ("reports", "metrics.json", "not valid JSON")),
 ]
 
 

@@ -97,3 +97,19 @@ def test_output_dir_may_be_anywhere(tmp_path):
     result = CliRunner().invoke(cli, ["recipe", "show", str(recipe), "--json"])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout)["recipe"]["output_dir"] == str(elsewhere)
+
+
+def test_a_run_folders_recipe_switches_on_no_code(tmp_path):
+    """A shared run folder is data: its recipe.json's trust_remote_code is not the user's opt-in."""
+    from test_bad_inputs import _run_folder
+
+    from mtkd.model import recipe_allows_code
+    from mtkd.recipe import load_recipe
+    from mtkd.stages.models import open_source
+
+    ctx = Ctx(tmp_path, None)
+    run_dir = _run_folder(ctx, lambda r: r["encoder"].__setitem__("trust_remote_code", True))
+    stored, _ = open_source(run_dir)
+    assert stored.resolved["encoder"]["trust_remote_code"] is True and not recipe_allows_code(stored)
+    own = load_recipe(ctx.write_recipe(encoder={**stored.resolved["encoder"]}))  # the same, from the user's file
+    assert recipe_allows_code(own)
