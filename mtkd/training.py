@@ -316,7 +316,7 @@ class Trainer:
         self.scheduler = linear_schedule(optimizer, int(t["warmup"] * self.total_steps), self.total_steps)
         deepspeed, multi_task = acc.distributed_type.value == "DEEPSPEED", len(self.loader.views) > 1
         if deepspeed:
-            configure_deepspeed(acc, t, multi_task=multi_task)
+            configure_deepspeed(acc, t)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
         self.absent_heads = AbsentHeads(self.optimizer) if deepspeed and multi_task else None
