@@ -145,7 +145,7 @@ class DevSet:
 
 def dev_set_from_recipe(recipe, task: str) -> DevSet:
     """The first dev split of ``task`` as the recipe loads it (its subsampling and max_length)."""
-    from mtkd.pipeline import load_tasks
+    from mtkd.stages.context import load_tasks
 
     tasks = load_tasks(recipe)
     if task not in tasks or not tasks[task].evals:
@@ -293,7 +293,7 @@ def _check_options(format: str, quantize: str | None, max_score_drop: float) -> 
 
 def export_model(model_dir, task: str, out, *, format: str = "hf", quantize: str | None = None,
                  dev: DevSet | None = None, max_score_drop: float = MAX_SCORE_DROP, allow_score_drop: bool = False,
-                 overwrite: bool = False, threads: int | None = None) -> dict:
+                 overwrite: bool = False, threads: int | None = None, trust_remote_code: bool = False) -> dict:
     """Write ``task`` of the mtkd model folder ``model_dir`` to ``out`` in ``format``; return the export record.
 
     ``format``: ``"hf"`` or ``"onnx"``; ``quantize``: ``None`` or ``"int8"`` (ONNX only). Every export is
@@ -302,6 +302,7 @@ def export_model(model_dir, task: str, out, *, format: str = "hf", quantize: str
     example and, given ``dev``, the whole dev split; int8 is scored on ``dev`` (required) and refused
     when it loses more than ``max_score_drop`` points, unless ``allow_score_drop``. The record (also
     written as ``mtkd_export.json``) holds the checks, the dev scores and the folder's size in bytes.
+    ``trust_remote_code`` is the user's opt-in; a checkpoint asking for it on its own is refused.
     """
     import torch
 
@@ -318,7 +319,7 @@ def export_model(model_dir, task: str, out, *, format: str = "hf", quantize: str
     out = Path(out)
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(model_dir)
+    model = load_model(model_dir, allow_code=trust_remote_code)
     hf_model = build_sequence_classifier(model, task, model_dir)
     tokenizer = model.encoder.tokenizer
     record: dict = {"format": format, "quantize": quantize, "task": task, "source": str(model_dir),
@@ -417,45 +418,77 @@ def _check_dev(model, task: str, tokenizer, runner, dev: DevSet, *, exact: bool,
     return result
 
 
-def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
-    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``."""
-    return Path(export_model(checkpoint, task, out, overwrite=overwrite)["path"])
+def export_task(checkpoint, task: str, out, *, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
+    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``.
+
+    ``trust_remote_code`` is the user's opt-in; a checkpoint asking for it on its own is refused.
+    """
+    return Path(export_model(checkpoint, task, out, overwrite=overwrite, trust_remote_code=trust_remote_code)["path"])
+
+
+def _model_folder(source: Path, role: str, seed, output, overrides, plugins):
+    """SOURCE as ``(model folder, recipe or None)``: a checkpoint folder as is; a recipe or run folder: its
+    ``role`` model and that recipe version (whose dev split scores the export)."""
+    if not source.exists():
+        raise CheckpointError("checkpoint folder not found (nor a recipe file or a run folder)", file=source,
+                              expected="an mtkd checkpoint folder, a recipe file or a run folder")
+    if source.is_dir() and not (source / "recipe.json").is_file():
+        return source, None  # a checkpoint folder; load_model says what is wrong with it
+    from mtkd.stages.models import choose_model, open_source
+
+    recipe, run_dir = open_source(source, overrides, plugins, output)
+    chosen = choose_model(recipe, run_dir, role, seed)
+    if len(chosen.dirs) != 1:
+        raise CheckpointError("an ensemble is several models; export one of them", path="--model",
+                              expected="student, control or teacher:NAME", found=role)
+    return chosen.dirs[0], recipe
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", "task", required=True, help="The task whose head to export.")
+@click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
+              help="With a recipe or run folder: student, control or teacher:NAME of that recipe version.")
+@click.option("--seed", type=int, default=None, help="Which student/control seed (default: the recipe's first).")
+@click.option("--output", type=click.Path(), help="The recipe's run folder (default: <output_dir>/<recipe name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE", help="Load an extra plugin.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="hf: a transformers folder (default); onnx: model.onnx for ONNX Runtime (needs mtkd[serve]).")
 @click.option("--quantize", type=click.Choice(QUANTIZE), default=None,
               help="int8: dynamic int8 quantization of the linear layers (implies --format onnx).")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), default=None,
-              help="Score the export on this recipe's dev split of TASK (required for --quantize int8).")
+              help="With a checkpoint folder: score the export on this recipe's dev split of TASK (a recipe "
+                   "or run folder SOURCE is its own).")
 @click.option("--max-score-drop", type=float, default=MAX_SCORE_DROP, show_default=True,
               help="Refuse an int8 export that loses more dev-score points than this.")
 @click.option("--allow-score-drop", is_flag=True, help="Write an int8 export even beyond --max-score-drop.")
 @click.option("--threads", type=int, default=None, help="CPU threads for the checks (default: all).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export_command(checkpoint, out, task, fmt, quantize, recipe_file, max_score_drop, allow_score_drop, threads,
-                   force):
-    """Export one task of CHECKPOINT as a model folder OUT.
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run Python code that the checkpoint's encoder folder ships (only if you trust its source).")
+def export_command(source, out, task, role, seed, output, overrides, plugins, fmt, quantize, recipe_file,
+                   max_score_drop, allow_score_drop, threads, force, trust_remote_code):
+    """Export one task of a model as a folder OUT to serve outside mtkd.
 
-    hf: loads with AutoModelForSequenceClassification.from_pretrained(OUT), the same predictions
-    (checked before writing). onnx: OUT/model.onnx for ONNX Runtime beside the config and tokenizer,
-    logits checked against the checkpoint (1e-4); with --quantize int8 the dev-score change is
-    measured (--recipe) and refused beyond --max-score-drop.
+    SOURCE is a checkpoint folder, or a recipe file / run folder whose --model (default: the student) is
+    exported. hf: loads with AutoModelForSequenceClassification.from_pretrained(OUT), the same predictions
+    (checked before writing). onnx: OUT/model.onnx for ONNX Runtime beside the config and tokenizer, logits
+    checked against the checkpoint (1e-4); with --quantize int8 the dev-score change is measured on the
+    recipe's dev split and refused beyond --max-score-drop.
     """
     fmt = fmt or ("onnx" if quantize else "hf")
     _check_options(fmt, quantize, max_score_drop)
-    dev = None
+    checkpoint, recipe = _model_folder(source, role, seed, output, overrides, plugins)
     if recipe_file is not None:
         from mtkd.recipe import load_recipe
 
-        dev = dev_set_from_recipe(load_recipe(recipe_file), task)
+        recipe = load_recipe(recipe_file, overrides, extra_plugins=plugins)
+    dev = dev_set_from_recipe(recipe, task) if recipe is not None and fmt == "onnx" else None
     record = export_model(checkpoint, task, out, format=fmt, quantize=quantize, dev=dev,
                           max_score_drop=max_score_drop, allow_score_drop=allow_score_drop, overwrite=force,
-                          threads=threads)
+                          threads=threads, trust_remote_code=trust_remote_code)
     path = record["path"]
     what = "ONNX int8" if quantize else ("ONNX" if fmt == "onnx" else "Hugging Face")
     click.echo(f"exported {task!r} to {path} ({what}, {record['size_bytes'] / 2**20:.1f} MiB)")
