@@ -35,4 +35,4 @@ def test_compiled_training_matches_eager(tmp_path, registries):
         assert losses[step] == pytest.approx(loss, abs=1e-4)
     assert job_result(compiled)["best"] == pytest.approx(job_result(eager)["best"], abs=1e-6)
     # Checkpoints keep the eager parameter names (nn.Module.compile compiles in place).
-    load_model(only_job(compiled) / "final")
+    load_model(only_job(compiled) / job_result(compiled)["model"])
