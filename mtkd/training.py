@@ -374,8 +374,9 @@ class Trainer:
             value = loss.detach().float().item()
             if self.agree(not math.isfinite(value)):
                 self.nonfinite(f"loss ({value} on this rank)", task)  # stops, or marks the step to skip
-            else:
-                self.running_loss, self.running_n = self.running_loss + value, self.running_n + 1
+            else:  # weighted by rows: the logged loss is the mean over the step's examples on all ranks
+                rows = len(batch["labels"])
+                self.running_loss, self.running_n = self.running_loss + value * rows, self.running_n + rows
             # Ranks' shares of a global batch may differ by a row; DDP averages the ranks' gradients, so each
             # mean is weighted by its share: the step is the global batch's mean, as in one process.
             share = len(batch["labels"]) * acc.num_processes / self.loader.global_rows
@@ -424,8 +425,9 @@ class Trainer:
         self.window_bad = False
         loss = None
         if state.step % self.t["log_every"] == 0 or state.step == self.total_steps:
-            local = torch.tensor(self.running_loss / max(1, self.running_n), device=self.accelerator.device)
-            loss = self.accelerator.reduce(local, "mean").item()
+            local = torch.tensor([self.running_loss, self.running_n], dtype=torch.float64, device=self.accelerator.device)
+            total, rows = self.accelerator.reduce(local, "sum").tolist()
+            loss = total / max(1.0, rows)
             self.tracker.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}, step=state.step)
             self.running_loss, self.running_n = 0.0, 0
         self.progress.job_step(self.job.name, step=state.step, loss=loss, samples=self.step_rows)
