@@ -25,6 +25,7 @@ from .errors import RecipeError
 from .inference import MODEL_INPUTS, predict_logits
 from .launch import check_world_size, world_of_one
 from .model import build_model, copy_encoder_weights, load_model, save_model
+from .objective_hooks import attach_objectives, check_extras_supported, extra_param_group, objective_kwargs
 from .plugins import get_registries
 from .scores import glue_score, task_score
 
@@ -55,6 +56,7 @@ class Job:
     cache_dir: str | None = None
     init_encoder_from: Path | None = None
     config: dict = field(default_factory=dict)  # logged as the run's config
+    teacher_models: list = field(default_factory=list)  # the run's teacher model folders (hidden-state objectives)
 
 
 def tokenize_job(job: Job, tokenizer) -> dict[str, TaskData]:
@@ -318,6 +320,13 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
     steps_per_epoch = math.ceil(len(loader) / ga)
     total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * len(loader) / ga))
     optimizer = _optimizer(model, t)
+    # Objectives that match hidden states may bring trainable parts (projections): trained, never saved in the model.
+    extras = attach_objectives({n: td.objective for n, td in job.tasks.items()}, model, job.teacher_models,
+                               accelerator.device)
+    check_extras_supported(extras, accelerator)
+    if len(extras):
+        optimizer.add_param_group(extra_param_group(extras, t))
+        accelerator.register_for_checkpointing(extras)
     scheduler = _linear_schedule(optimizer, int(t["warmup"] * total_steps), total_steps)
     if accelerator.distributed_type.value == "DEEPSPEED":
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -383,12 +392,14 @@ def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, prog
                 td = job.tasks[task_name]
                 with accelerator.accumulate(model):
                     inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
+                    hidden = getattr(td.objective, "uses_hidden_states", False)
                     with accelerator.autocast():
-                        logits = model(task_name, **inputs)
+                        out = model(task_name, **inputs, output_hidden_states=True) if hidden else model(task_name, **inputs)
+                    logits, extra = objective_kwargs(td.objective, out, inputs)
                     soft = batch.get("soft")
                     loss = td.objective(logits.float(), batch["labels"].to(accelerator.device),
                                         soft.to(accelerator.device) if soft is not None else None,
-                                        progress=state["step"] / total_steps) * td.loss_weight
+                                        progress=state["step"] / total_steps, **extra) * td.loss_weight
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and t["grad_clip"]:
                         accelerator.clip_grad_norm_(model.parameters(), t["grad_clip"])
