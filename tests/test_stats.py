@@ -208,3 +208,15 @@ def test_comparison_refuses_missing_outputs_and_unpaired_seeds():
         comparison(tasks, labels, {"student": System([good]), "control": System([{}])})
     with pytest.raises(ValueError, match="must match"):
         comparison(tasks, labels, {"student": System([good, good], [1, 2]), "control": System([good, good], [1, 3])})
+
+
+def test_a_task_that_scores_its_splits_only_together_uses_compute_metrics():
+    task = InMemoryTask("two", eval_splits=["a", "b"], rows={})  # compute_metrics needs both splits at once
+    labels = {"a": np.array([0, 1, 1]), "b": np.array([1, 1, 0, 0])}
+    preds = {"a": np.array([0, 1, 0]), "b": np.array([1, 0, 0, 1])}
+    scorer = TaskScorer(task, labels)
+    scorer.prepare([preds], np.random.default_rng(0))
+    assert scorer.fast is None
+    w = {"a": weights_from_indices(np.array([[0, 0, 0]]), 3), "b": weights_from_indices(np.array([[0, 1, 2, 2]]), 4)}
+    # InMemoryTask reports the accuracy of its last split: b resampled as rows 0, 1, 2, 2 -> 3 of 4 right
+    assert scorer.scores(preds, w)[0] == pytest.approx(75.0)
