@@ -166,3 +166,18 @@ def test_a_training_job_with_the_hidden_state_objective(losses, teacher_dir, tmp
     plain = load_model(tmp_path / "job0" / "final")
     assert not torch.equal(model.encoder.state_dict()["model.encoder.layer.0.output.dense.weight"],
                            plain.encoder.state_dict()["model.encoder.layer.0.output.dense.weight"])
+
+
+def test_a_recipe_names_the_objective_and_its_pairing():
+    from mtkd.recipe import load_recipe
+
+    spec = "{type: hidden-states, base: {type: mixture, alpha: 0.8}, layers: [[1, 3], [2, 6]], weight: 0.5}"
+    recipe = load_recipe("recipes/quickstart.yaml", [f"student.objective.classification={spec}"])
+    resolved = recipe.resolved["student"]["objective"]["classification"]
+    assert resolved["layers"] == [[1, 3], [2, 6]] and resolved["teachers"] == [0] and resolved["weight"] == 0.5
+    assert resolved["base"] == {"type": "mixture", "alpha": 0.8, "alpha_schedule": "constant", "alpha_end": None,
+                                "hard": {"type": "ce", "label_smoothing": 0.0},
+                                "soft": {"type": "soft-ce", "temperature": 1.0, "temperature_end": None}}
+    with pytest.raises(RecipeError) as info:
+        load_recipe("recipes/quickstart.yaml", ["student.objective.classification={type: hidden-states, layers: [[1]]}"])
+    assert info.value.path.startswith("student.objective.classification.layers")
