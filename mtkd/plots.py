@@ -1,4 +1,4 @@
-"""The run's pictures (PNG, matplotlib's Agg backend, no display needed).
+"""The run's pictures (PNG through matplotlib's Agg canvas: no display, no pyplot state).
 
 Every function takes what the run already wrote (``metrics.json``'s content, job folders) and an
 output folder, writes its PNG(s) atomically and returns their paths; one with nothing to draw
@@ -26,25 +26,24 @@ from .scores import task_score
 ROLE_COLOURS = {"teacher": "#8c8c8c", "ensemble": "#1f77b4", "control": "#ff7f0e", "student": "#2ca02c"}
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure on the Agg canvas, outside pyplot: no window, no global backend switch, nothing to close."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)  # files only: never open a window, even with a DISPLAY set
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig, path: Path) -> Path:
     """Write the figure to ``path`` through a temporary file, so a reader never sees half a PNG."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if tmp.exists():
             tmp.unlink()
     return path
@@ -96,9 +95,9 @@ def plot_scores(metrics: dict, out_dir, name: str = "scores.png") -> list[Path]:
     groups = score_groups(metrics)
     if not groups:
         return []
-    plt = _pyplot()
     rows, cols = _grid(len(groups))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
+    fig = _figure(figsize=(3.4 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (task, bars) in zip(axes.flat, groups.items()):
         for x, (_label, role, values) in enumerate(bars):
             values = _finite(values)
@@ -131,9 +130,8 @@ def plot_deltas(metrics: dict, out_dir, name: str = "deltas.png") -> list[Path]:
     blocks = [(k, comp[k]) for k in ("student_vs_control", "student_vs_ensemble") if comp.get(k)]
     if not blocks:
         return []
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 0.45 * (len(blocks[0][1]["tasks"]) + 2) + 1),
-                             squeeze=False)
+    fig = _figure(figsize=(4.2 * len(blocks), 0.45 * (len(blocks[0][1]["tasks"]) + 2) + 1))
+    axes = fig.subplots(1, len(blocks), squeeze=False)
     for ax, (key, block) in zip(axes.flat, blocks):
         rows = list(block["tasks"].items()) + ([("GLUE-style", block["score"])] if "score" in block else [])
         for y, (_label, d) in enumerate(rows):
@@ -191,8 +189,8 @@ def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png")
     points = cost_points(metrics)
     if not points:
         return []
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    fig = _figure(figsize=(8.5, 3.4))
+    left, right = fig.subplots(1, 2)
     for p in points:
         colour = ROLE_COLOURS[_role(p["name"])]
         left.scatter(p["parameters"], p["score"], color=colour, s=30)
@@ -273,8 +271,8 @@ def plot_learning_curves(jobs, out_dir, name: str = "learning_curves.png") -> li
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return []
-    plt = _pyplot()
-    fig, (loss_ax, dev_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = _figure(figsize=(9, 3.6))
+    loss_ax, dev_ax = fig.subplots(1, 2)
     styles = {"teacher": ":", "control": "--", "student": "-"}
     for label, c in curves.items():
         role = _job_role(label)
