@@ -63,3 +63,9 @@ class DataError(MtkdError):
 
 class CheckpointError(MtkdError):
     """A checkpoint or soft-target file that does not match what the run expects."""
+
+
+class TrainingDiverged(MtkdError):
+    """A loss, a gradient or the final weights became NaN or infinite: the job stopped without a model."""
+
+    exit_code = 3

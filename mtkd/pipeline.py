@@ -30,7 +30,7 @@ from .errors import CheckpointError, RecipeError
 from .params import resolve_paths
 from .plugins import get_registries
 from .recipe import Recipe, content_hash, variation_config
-from .training import Job, TaskData, check_hardware, check_selection, train, write_json_atomic
+from .training import Job, TaskData, check_hardware, check_selection, model_dir, train, write_json_atomic
 
 STAGES = ("teachers", "soft-targets", "student", "evaluate", "report")
 
@@ -230,17 +230,13 @@ def _loggers(ctx: RunContext):
 
 
 def _train_job(ctx: RunContext, job: Job) -> dict:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     r = ctx.recipe.resolved
     if (job.out_dir / "result.json").exists():
-        return json.loads((job.out_dir / "result.json").read_text())
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()]
-    quiet = ctx.quiet or not ctx.state.is_main_process
-    with Progress(*columns, console=ctx.console, disable=quiet, transient=False) as progress:
-        return train(job, scaling=r["scaling"], loggers=_loggers(ctx), group=r["logging"]["group"] or r["name"],
-                     progress=progress)
+        result = json.loads((job.out_dir / "result.json").read_text())
+    else:
+        result = train(job, scaling=r["scaling"], loggers=_loggers(ctx), group=r["logging"]["group"] or r["name"])
+    # result.json names the kept model folder relative to the job folder; readers get the full path.
+    return {**result, "model": str(model_dir(job.out_dir, result))}
 
 
 # ---------------------------------------------------------------- stages
@@ -508,7 +504,7 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
         trainings.append((_student_cfg(ctx)["training"], "student.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
     for training, where in trainings:  # check what can be checked before hours of training
-        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where)
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=task_objs)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
     if recipe.model.student is not None:
         _objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)

@@ -130,16 +130,16 @@ def test_other_tokenizer_is_refused(losses, teacher_dir, tmp_path):
         attach_objectives({"pair": losses.create("hidden-states", {})}, student, [folder], "cpu")
 
 
-def _train_job(losses, folder, task, out_dir, weight):
+def _train_job(losses, folder, task, out_dir, weight, objective=None):
     from helpers import TINY_ENCODER
 
     from mtkd.recipe import Training
     from mtkd.training import Job, TaskData, train
 
     training = Training(sampling={"type": "proportional"}, epochs=2, batch_size=4, lr=1e-3, eval_every="epoch",
-                        log_every=1).model_dump(mode="json")
+                        log_every=1, keep="final").model_dump(mode="json")
     wide = {**TINY_CONFIG, "hidden_size": 48, "num_hidden_layers": 1, "intermediate_size": 64}
-    objective = losses.create("hidden-states", {"base": "ce", "weight": weight})
+    objective = objective or losses.create("hidden-states", {"base": "ce", "weight": weight})
     job = Job(name="student-s1", out_dir=out_dir, seed=1,
               spec={"encoder": {**TINY_ENCODER, "config_overrides": wide}, "heads": {"default": {"type": "linear"}}},
               training=training, max_length=32, cache_dir=str(out_dir.parent / "cache"), teacher_models=[folder],
@@ -181,3 +181,36 @@ def test_a_recipe_names_the_objective_and_its_pairing():
     with pytest.raises(RecipeError) as info:
         load_recipe("recipes/quickstart.yaml", ["student.objective.classification={type: hidden-states, layers: [[1]]}"])
     assert info.value.path.startswith("student.objective.classification.layers")
+
+
+def test_an_interrupted_hidden_state_job_resumes_its_projection_exactly(losses, teacher_dir, tmp_path):
+    """SIGINT after step 2 checkpoints (projection included); the rerun ends bitwise where an uninterrupted run does."""
+    import os
+    import signal
+
+    from mtkd_distill.hidden import HiddenStates, HiddenStatesParams
+
+    from mtkd.training import RunInterrupted
+
+    class InterruptAt(HiddenStates):
+        def __init__(self, at):
+            super().__init__(HiddenStatesParams(base={"type": "ce"}))
+            self.calls, self.at = 0, at
+
+        def __call__(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.at:
+                os.kill(os.getpid(), signal.SIGINT)  # the trainer finishes this step, checkpoints and stops
+            return super().__call__(*args, **kwargs)
+
+    folder, tasks = teacher_dir
+    _, straight = _train_job(losses, folder, tasks["pair"], tmp_path / "straight", weight=1.0,
+                             objective=InterruptAt(at=0))
+    with pytest.raises(RunInterrupted):
+        _train_job(losses, folder, tasks["pair"], tmp_path / "resumed", weight=1.0, objective=InterruptAt(at=2))
+    assert (tmp_path / "resumed" / "checkpoint" / "extras.safetensors").is_file()
+    _, resumed = _train_job(losses, folder, tasks["pair"], tmp_path / "resumed", weight=1.0,
+                            objective=InterruptAt(at=0))
+    assert torch.equal(resumed.projections["t0_s1_t2"].weight, straight.projections["t0_s1_t2"].weight)
+    a, b = load_model(tmp_path / "straight" / "final"), load_model(tmp_path / "resumed" / "final")
+    assert all(torch.equal(t, b.state_dict()[n]) for n, t in a.state_dict().items())
