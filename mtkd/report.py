@@ -20,7 +20,8 @@ def _fmt(values: list[float]) -> str:
 def report_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """Rows of the comparison table: one per task (its score) and the GLUE-style score."""
     k = len(metrics["teacher_names"])
-    header = ["task"] + [f"T{i}" for i in range(k)] + (["teachers"] if k else [])
+    names = list(metrics.get("teacher_names") or [])
+    header = ["task"] + [names[i] if i < len(names) else f"teacher-{i}" for i in range(k)] + (["teachers"] if k else [])
     any_task = next(iter(metrics["tasks"].values()), {})
     if "ensemble" in any_task:
         header.append("ensemble")
@@ -124,7 +125,7 @@ def evidence_lines(metrics: dict) -> list[str]:
 def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     header, rows = report_rows(metrics)
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
-             "scale; a task's score is the mean of its metrics. T0… are the teachers, `teachers` their mean ± std; "
+             "scale; a task's score is the mean of its metrics. The teachers go by their names, `teachers` is their mean ± std; "
              "`ensemble` aggregates them as the soft targets do; `control` is the student's exact set-up trained on hard "
              "labels only; `student` is distilled (± over seeds).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
