@@ -28,7 +28,8 @@ def plan_evaluate(ctx: RunContext) -> list[Unit]:
         deps += tuple(f"student:{s}" for s in ctx.student_seeds())
         if r.model.student.control:
             deps += tuple(f"control:{s}" for s in ctx.student_seeds())
-    fields = {"evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
+    # "format": what evaluation.json holds (2: dev outputs of every model, the comparison block, job folders)
+    fields = {"format": 2, "evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
               "data": data_fields(ctx)["fingerprints"]}
     if members:
         fields["aggregation"] = {k: r.resolved["teachers"][k] for k in ("aggregation", "regression_aggregation")}
