@@ -213,7 +213,8 @@ def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png")
 
 
 def normalise_key(key: str) -> str | None:
-    """A metrics.jsonl key as ``train/<name>``, ``dev/score`` or ``dev/<task>/<metric>``.
+    """A metrics.jsonl key as ``train/<name>``, ``dev/score`` or ``dev/<task>/<metric>`` (``holdout/...`` when
+    the jobs chose their checkpoints on a holdout).
 
     Accepts the current keys and older files' job-prefixed ones (``student-s1/train/loss``,
     ``teacher-0/rte/accuracy``, ``teacher-0/dev/score``); ``time``/``step`` are not metrics.
@@ -221,9 +222,9 @@ def normalise_key(key: str) -> str | None:
     parts = key.split("/")
     if key in ("time", "step") or len(parts) < 2:
         return None
-    if parts[0] not in ("train", "dev") and len(parts) == 3:
+    if parts[0] not in ("train", "dev", "holdout") and len(parts) == 3:
         parts = parts[1:]  # the job name an older tracker put first
-    if parts[0] in ("train", "dev"):
+    if parts[0] in ("train", "dev", "holdout"):
         return "/".join(parts)
     if len(parts) == 2:
         return f"dev/{parts[0]}/{parts[1]}"
@@ -274,17 +275,20 @@ def plot_learning_curves(jobs, out_dir, name: str = "learning_curves.png") -> li
     fig = _figure(figsize=(9, 3.6))
     loss_ax, dev_ax = fig.subplots(1, 2)
     styles = {"teacher": ":", "control": "--", "student": "-"}
+    chosen_on = "dev"
     for label, c in curves.items():
         role = _job_role(label)
         kwargs = {"color": ROLE_COLOURS[role], "ls": styles[role], "lw": 1, "label": label}
         if "train/loss" in c:
             steps, values = zip(*c["train/loss"])
             loss_ax.plot(steps, values, **kwargs)
-        if "dev/score" in c:
-            steps, values = zip(*c["dev/score"])
+        score = "dev/score" if "dev/score" in c else "holdout/score"  # the split that chose the checkpoint
+        if score in c:
+            steps, values = zip(*c[score])
             dev_ax.plot(steps, values, marker="o", ms=3, **kwargs)
+            chosen_on = score.split("/")[0]
     loss_ax.set_title("train/loss", fontsize=9)
-    dev_ax.set_title("dev/score (GLUE-style, x100)", fontsize=9)
+    dev_ax.set_title(f"{chosen_on}/score (GLUE-style, x100): the split that chose the checkpoints", fontsize=9)
     for ax in (loss_ax, dev_ax):
         ax.set_xlabel("step")
     handles, labels = loss_ax.get_legend_handles_labels()

@@ -76,6 +76,7 @@ class Job:
     init_encoder_from: Path | None = None
     config: dict = field(default_factory=dict)  # logged as the run's config
     teacher_models: list = field(default_factory=list)  # the run's teacher model folders (hidden-state objectives)
+    selection: str = "dev"  # what `evals` holds: "dev", or "holdout" (evaluation.selection); the metric keys' prefix
 
 
 def tokenize_job(job: Job, tokenizer) -> dict[str, TaskData]:
@@ -451,8 +452,9 @@ class Trainer:
         state, t = self.state, self.t
         metrics, _ = evaluate(self.model, self.tasks, batch_size=t["eval_batch_size"], pad_token_id=self.pad_id,
                               precision=t["precision"], accelerator=self.accelerator)
-        flat = {f"dev/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
-        self.tracker.log({**flat, "dev/score": glue_score(metrics)}, step=state.step)
+        where = self.job.selection  # a holdout's figures are not logged as dev figures
+        flat = {f"{where}/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
+        self.tracker.log({**flat, f"{where}/score": glue_score(metrics)}, step=state.step)
         state.history.append({"step": state.step, "epoch": state.epoch, "metrics": metrics})
         if t["best_metric"] == "final":
             return

@@ -47,7 +47,11 @@ def test_holdout_selection_leaks_nothing_and_the_report_carries_the_evidence(tmp
             meta = fh.metadata()
             assert meta["fingerprint"] == fingerprint_dataset(tb.train)
             assert fh.get_tensor("targets").shape[0] == len(tb.train)
-    # every job chose its checkpoint on the holdout: the kept student's recorded metrics are its holdout metrics
+    # every job chose its checkpoint on the holdout, and logged it as such (never as dev figures)
+    keys = {k for line in (next((run_dir / "students").glob("*/metrics.jsonl"))).read_text().splitlines()
+            for k in json.loads(line)}
+    assert any(k.endswith("/holdout/score") for k in keys) and not any("/dev/" in k for k in keys)
+    # the kept student's recorded metrics are its holdout metrics
     folder = next((run_dir / "students").glob("*/result.json")).parent
     student = json.loads((folder / "result.json").read_text())
     model = load_model(folder / student["model"])

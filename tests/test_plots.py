@@ -107,6 +107,7 @@ def test_cost_points_place_the_control_at_the_students_cost():
     ("train/loss", "train/loss"), ("dev/score", "dev/score"), ("dev/rte/accuracy", "dev/rte/accuracy"),
     ("student-s1/train/loss", "train/loss"), ("teacher-0/rte/accuracy", "dev/rte/accuracy"),
     ("control-s3/dev/score", "dev/score"), ("step", None), ("time", None),
+    ("holdout/score", "holdout/score"), ("holdout/rte/accuracy", "holdout/rte/accuracy"),
 ])
 def test_old_and_new_metric_keys(key, expected):
     assert normalise_key(key) == expected

@@ -290,6 +290,7 @@ def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, ob
     return Job(name=name, out_dir=out_dir, spec=model_spec(ctx.recipe, cfg), training=cfg["training"], seed=seed,
                tasks=tasks, max_length=data["max_length"], cache_dir=data["cache_dir"], init_encoder_from=init_from,
                teacher_models=list(teacher_models or []),
+               selection=HOLDOUT if any(tb.holdout is not None for tb in ctx.tasks.values()) else "dev",
                config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash, "job": name})
 
 
