@@ -30,7 +30,7 @@ from . import resumable
 from .data import MultiTaskLoader, tokenize_split
 from .errors import RecipeError, TrainingDiverged
 from .inference import MODEL_INPUTS, predict_logits
-from .model import build_model, copy_encoder_weights, load_model, save_model
+from .model import build_model, copy_encoder_weights, load_model, save_model, spec_allows_code
 from .objective_hooks import attach_objectives, check_extras_supported, extra_param_group, objective_kwargs
 from .plugins import get_registries
 from .progress import NullProgress, RunProgress
@@ -300,7 +300,7 @@ class Trainer:
         with whole_models():  # built whole and seeded, before the Accelerator: prepare shards it
             model = build_model(job.spec, {n: td.task for n, td in job.tasks.items()})
             if job.init_encoder_from is not None:
-                copy_encoder_weights(model, load_model(job.init_encoder_from))
+                copy_encoder_weights(model, load_model(job.init_encoder_from, allow_code=spec_allows_code(job.spec)))
         self.accelerator = acc = make_accelerator(self.scaling, t)
         self.main = acc.is_main_process
         if not self.main:
@@ -325,7 +325,7 @@ class Trainer:
         self.scheduler = linear_schedule(optimizer, int(t["warmup"] * self.total_steps), self.total_steps)
         deepspeed, multi_task = acc.distributed_type.value == "DEEPSPEED", len(self.loader.views) > 1
         if deepspeed:
-            configure_deepspeed(acc, t, multi_task=multi_task)
+            configure_deepspeed(acc, t)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
         self.absent_heads = AbsentHeads(self.optimizer) if deepspeed and multi_task else None

@@ -161,7 +161,7 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
 
     from ..data import eval_batches, tokenize_split
     from ..inference import MODEL_INPUTS, autocast
-    from ..model import count_parameters, load_model
+    from ..model import count_parameters, load_model, recipe_allows_code
 
     ev = ctx.recipe.model.evaluation
     name, tb = next((n, tb) for n, tb in ctx.tasks.items() if tb.evals)
@@ -171,7 +171,7 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
     head = tb.task.head_task or name
 
     def bench(dirs: list[Path]) -> dict:
-        models = [load_model(d).eval() for d in dirs]
+        models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in dirs]
         tok = tokenize_split(tb.task, split, models[0].encoder.tokenizer, max_length=ctx.recipe.model.data.max_length,
                              cache_dir=ctx.recipe.model.data.cache_dir, dataset=ds)
         pad = models[0].encoder.tokenizer.pad_token_id or 0

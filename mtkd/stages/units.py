@@ -138,11 +138,12 @@ def run_logits(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
 
     from ..data import tokenize_split
     from ..inference import predict_logits
-    from ..model import load_model
+    from ..model import load_model, recipe_allows_code
 
     m = unit.data
     state = ctx.state
-    model = load_model(teacher_model_dir(ctx, inputs[f"teacher:{m.index}"])).to(state.device)
+    model = load_model(teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]),
+                       allow_code=recipe_allows_code(ctx.recipe)).to(state.device)
     r = ctx.recipe.resolved
     for task, splits in logit_splits(ctx).items():
         tb = ctx.tasks[task]
@@ -278,18 +279,23 @@ def load_soft_targets(ctx: RunContext, source: Path) -> dict[str, np.ndarray]:
     (named by the task) and metadata ``fingerprints``: a JSON object task -> fingerprint of the
     training split (``mtkd.data.fingerprint_dataset``).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
     out = {}
     for path in files:
-        with safe_open(str(path), "np") as fh:
-            meta = fh.metadata() or {}
-            if "targets" in fh.keys() and "task" in meta:
-                found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
-            else:
-                fps = json.loads(meta.get("fingerprints", "{}"))
-                found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        try:  # a damaged or foreign file is an input problem, not a crash
+            with safe_open(str(path), "np") as fh:
+                meta = fh.metadata() or {}
+                if "targets" in fh.keys() and "task" in meta:
+                    found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
+                else:
+                    fps = json.loads(meta.get("fingerprints", "{}"))
+                    found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        except (SafetensorError, OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise CheckpointError(f"unreadable soft-target file: {exc}", file=path,
+                                  expected="safetensors of soft targets written by mtkd",
+                                  hint="recompute them (mtkd recipe run --force soft-targets)") from None
         for task, tensor, fp in found:
             if task not in ctx.tasks:
                 raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
