@@ -24,9 +24,10 @@ def wants_hidden_states(objective) -> bool:
 class TeacherModels:
     """The run's teacher model folders, each loaded at most once per job (frozen, in eval mode, on ``device``)."""
 
-    def __init__(self, folders: list[Path], device):
+    def __init__(self, folders: list[Path], device, *, allow_code: bool = False):
         self.folders = [Path(p) for p in folders]
         self.device = device
+        self.allow_code = allow_code  # the user's opt-in to components that run code (mtkd.model.load_model)
         self._loaded: dict[int, nn.Module] = {}
 
     def __len__(self) -> int:
@@ -36,20 +37,21 @@ class TeacherModels:
         if index not in self._loaded:
             from .model import load_model
 
-            model = load_model(self.folders[index]).to(self.device).eval()
+            model = load_model(self.folders[index], allow_code=self.allow_code).to(self.device).eval()
             for p in model.parameters():
                 p.requires_grad_(False)
             self._loaded[index] = model
         return self._loaded[index]
 
 
-def attach_objectives(objectives: dict, student, teacher_models: list[Path], device) -> nn.ModuleDict:
+def attach_objectives(objectives: dict, student, teacher_models: list[Path], device, *,
+                      allow_code: bool = False) -> nn.ModuleDict:
     """Call ``attach`` on each objective that uses hidden states; return their trainable modules by task.
 
     Objectives of different tasks share the loaded teachers (one copy of each per job).
     """
     extras = nn.ModuleDict()
-    teachers = TeacherModels(teacher_models, device)
+    teachers = TeacherModels(teacher_models, device, allow_code=allow_code)
     for task, objective in objectives.items():
         if not wants_hidden_states(objective):
             continue

@@ -318,7 +318,7 @@ class Trainer:
         optimizer = make_optimizer(model, t)
         # Objectives that match hidden states may bring trainable parts (projections): trained, never saved in the model.
         self.extras = attach_objectives({n: td.objective for n, td in job.tasks.items()}, model, job.teacher_models,
-                                        acc.device)
+                                        acc.device, allow_code=spec_allows_code(job.spec))
         check_extras_supported(self.extras, acc)
         if len(self.extras):
             optimizer.add_param_group(extra_param_group(self.extras, t))

@@ -49,10 +49,10 @@ def dev_outputs(ctx: RunContext, model_dir: Path, precision: str) -> dict:
 
     from ..data import tokenize_split
     from ..inference import predict_logits
-    from ..model import load_model
+    from ..model import load_model, recipe_allows_code
 
     state = ctx.state
-    model = load_model(model_dir).to(state.device)
+    model = load_model(model_dir, allow_code=recipe_allows_code(ctx.recipe)).to(state.device)
     r = ctx.recipe.resolved
     out: dict = {}
     for name, tb in ctx.tasks.items():
