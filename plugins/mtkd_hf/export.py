@@ -174,6 +174,9 @@ def export_command(source, out, task, role, seed, output, overrides, plugins, fo
     exported. The folder loads with AutoModelForSequenceClassification.from_pretrained(OUT) and gives the
     same predictions (checked before writing).
     """
+    from mtkd.cli import check_writable_folder
+
+    check_writable_folder(out, "OUT")
     checkpoint = _model_folder(source, role, seed, output, overrides, plugins)
     path = export_task(checkpoint, task, out, overwrite=force, trust_remote_code=trust_remote_code)
     click.echo(f"exported {task!r} to {path}")
