@@ -200,10 +200,44 @@ class Scaling(_Strict):
     backend: str | None = None
 
 
+class HoldoutSelection(_Strict):
+    holdout: float = Field(gt=0, lt=1, description="fraction of each task's training split carved off (by "
+                                                   "content, seeded by the recipe seed and the task name)")
+
+
 class Evaluation(_Strict):
     serving: bool = True
     serving_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32], min_length=1)
     serving_examples: int = Field(128, gt=0)
+    selection: Literal["dev"] | HoldoutSelection = Field(
+        "dev", description="the split that picks checkpoints, aggregator weights and gates: `dev`, or "
+                           "{holdout: FRACTION} carved from each task's training data (dev is then only reported)")
+
+    @field_validator("selection", mode="before")
+    @classmethod
+    def _check_selection(cls, value):
+        """`dev`, {holdout: FRACTION}, or ``holdout:FRACTION`` (handy with --set); one clear message otherwise."""
+        if isinstance(value, str) and value.replace(" ", "").startswith("holdout:"):
+            value = {"holdout": value.split(":", 1)[1].strip()}
+        if value == "dev":
+            return value
+        if not isinstance(value, dict) or set(value) != {"holdout"}:
+            raise ValueError("expected `dev` or {holdout: FRACTION}, e.g. {holdout: 0.1}")
+        try:
+            fraction = float(value["holdout"])
+        except (TypeError, ValueError):
+            fraction = None
+        if isinstance(value["holdout"], bool) or fraction is None or not 0 < fraction < 1:
+            raise ValueError(f"the holdout fraction must be between 0 and 1 (exclusive), got {value['holdout']!r}")
+        return {"holdout": fraction}
+
+    @model_serializer(mode="wrap")
+    def _omit_default_selection(self, handler):
+        """``selection: dev`` (the default) stays out of the resolved recipe, so earlier runs' hashes hold."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("selection") == "dev":
+            data.pop("selection")
+        return data
 
 
 class RecipeModel(_Strict):

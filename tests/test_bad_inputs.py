@@ -487,6 +487,8 @@ CASES = [
     Case("checkpoint-as-teacher-asks-remote-code", lambda c: ["recipe", "validate", c.write_recipe(
         teachers=_members({"checkpoint": str(_trusting_checkpoint(c))}))],
          ("teachers.members[0].checkpoint", "trust_remote_code", "your own opt-in"), absent=("RAN",)),
+    Case("checkpoint-export-under-a-file", lambda c: ["export", c.checkpoint(), c.write("f", "x") / "out",
+                                                      "--task", "nli"], ("OUT", "is not a folder")),
     Case("checkpoint-unknown-task", lambda c: ["export", c.checkpoint(), c.tmp / "out", "--task", "cola"],
          ("ckpt", "one of: nli")),
     Case("checkpoint-as-teacher-garbage", _teacher_checkpoint_garbage,

@@ -478,8 +478,11 @@ def export_command(source, out, task, role, seed, output, overrides, plugins, fm
     checked against the checkpoint (1e-4); with --quantize int8 the dev-score change is measured on the
     recipe's dev split and refused beyond --max-score-drop.
     """
+    from mtkd.cli import check_writable_folder
+
     fmt = fmt or ("onnx" if quantize else "hf")
     _check_options(fmt, quantize, max_score_drop)
+    check_writable_folder(out, "OUT")
     checkpoint, recipe = _model_folder(source, role, seed, output, overrides, plugins)
     if recipe_file is not None:
         from mtkd.recipe import load_recipe
