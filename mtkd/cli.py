@@ -165,7 +165,7 @@ def recipe_schema(plugins):
                                                            "report"]), help="Redo this stage (repeatable).")
 @click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
 @click.option("--nproc", type=int, default=None, help="Start this many processes (torchrun-style, gloo on CPU).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs and CI).")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors and the final table (no headings, bars, progress lines or wandb output).")
 def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     """Run a recipe: teachers -> soft targets -> student -> evaluation -> report.
 
@@ -177,6 +177,10 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     from .recipe import load_recipe
     from .training import RunInterrupted
 
+    if quiet:  # wandb prints its banner and sync lines itself: its own switch, inherited by workers
+        from .progress import silence_wandb
+
+        silence_wandb()
     r = load_recipe(file, overrides, extra_plugins=plugins)
     nproc = nproc or r.model.scaling.nproc
     if maybe_relaunch(nproc):

@@ -153,6 +153,19 @@ class Logging(_Strict):
     trackers: list[Component] = Field(default_factory=list)
     quiet: bool = False
     group: str | None = Field(None, description="tracker group for every job of the run; default the recipe name")
+    progress_every_steps: int | None = Field(None, gt=0, description="when stderr is not a terminal: a progress "
+                                                                     "line every this many steps (default 50)")
+    progress_every_seconds: float | None = Field(None, gt=0, description="... or every this many seconds, "
+                                                                         "whichever comes first (default 30)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_progress_keys(self, handler):
+        """Unset display settings stay out of the resolved recipe, so they never change its hash."""
+        data = handler(self)
+        for key in ("progress_every_steps", "progress_every_seconds"):
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Scaling(_Strict):

@@ -112,7 +112,7 @@ class WandbLogger:
         mode, no_key = resolve_mode(p.mode)
         directory = Path(p.dir or os.environ.get("WANDB_DIR") or run_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        if no_key and not self._noticed:
+        if no_key and not self._noticed and os.environ.get("WANDB_SILENT", "").lower() not in ("true", "1"):
             print(f"mtkd: no W&B API key (WANDB_API_KEY or a netrc entry); logging offline under {directory} "
                   f"-- upload later with `wandb sync`", file=sys.stderr)
             self._noticed = True
