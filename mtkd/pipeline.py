@@ -234,6 +234,12 @@ def _train_job(ctx: RunContext, job: Job) -> dict:
 
     r = ctx.recipe.resolved
     if (job.out_dir / "result.json").exists():
+        loggers = _loggers(ctx) if ctx.state.is_main_process else []
+        if loggers:  # a tracker turned on after the job ran: its history goes there once
+            from .tracking import backfill
+
+            backfill(job.out_dir, job=job.name, loggers=loggers, group=r["logging"]["group"] or r["name"],
+                     config={**job.config, "job": job.name})
         return json.loads((job.out_dir / "result.json").read_text())
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()]

@@ -353,8 +353,10 @@ def escape(text: str) -> str:
 
 
 def silence_wandb() -> None:
-    """``-q``: wandb's banner and sync lines go too (its own switch, read by wandb and its service)."""
+    """``-q``: wandb's banner and sync lines go too (its own switch, read by wandb and its service), and
+    mtkd's own notes from plugins (``MTKD_QUIET``); both reach the worker processes of a launch."""
     os.environ["WANDB_SILENT"] = "true"
+    os.environ["MTKD_QUIET"] = "1"
 
 
 def make_progress(console=None, quiet: bool = False, *, every_steps: int | None = None,

@@ -247,7 +247,7 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
 def stage_report(ctx) -> dict:
     from rich.table import Table
 
-    from .tracking import Tracker
+    from .tracking import report_run
 
     ev = json.loads((ctx.run_dir / "evaluation.json").read_text())
     metrics = build_metrics(ev)
@@ -278,10 +278,10 @@ def stage_report(ctx) -> dict:
         from .pipeline import _loggers
 
         loggers = _loggers(ctx)
-        if loggers:
-            tracker = Tracker(run_dir=ctx.run_dir, job="report", group=ctx.recipe.resolved["logging"]["group"]
-                              or ctx.recipe.model.name, config={"recipe": ctx.recipe.resolved}, loggers=loggers)
-            tracker.summary({f"score/{k}": v for k, v in metrics["score"].items() if isinstance(v, (int, float))})
-            tracker.finish()
+        plots = {p.stem: p for pattern in ("*.png", "plots/*.png") for p in sorted(ctx.run_dir.glob(pattern))}
+        report_run(ctx.run_dir, recipe_name=ctx.recipe.model.name, recipe_hash=ctx.recipe.hash,
+                   group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name,
+                   config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash}, loggers=loggers,
+                   scores=metrics["score"], table=(header, rows), plots=plots)
         Console().print(f"[dim]report: {ctx.run_dir / 'report.md'}  metrics: {ctx.run_dir / 'metrics.json'}[/]")
     return metrics

@@ -282,7 +282,7 @@ def job_result(out: Path) -> dict:
 def job_losses(out: Path, job: str = "teacher-0") -> dict[int, float]:
     """The training loss logged at each step by the single job under ``out``."""
     rows = [json.loads(line) for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r[f"{job}/train/loss"] for r in rows if f"{job}/train/loss" in r}
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
 def job_weights(out: Path) -> dict:

@@ -37,6 +37,7 @@ def drive_job(p, clock, job="teacher-0", total=100, start=0, losses_every=10, se
 
 def test_factory_picks_the_display(monkeypatch):
     monkeypatch.delenv("WANDB_SILENT", raising=False)
+    monkeypatch.delenv("MTKD_QUIET", raising=False)
     console, _ = plain_console()
     assert isinstance(make_progress(console), PlainProgress)
     tty = Console(file=io.StringIO(), force_terminal=True)
@@ -45,6 +46,7 @@ def test_factory_picks_the_display(monkeypatch):
     assert "WANDB_SILENT" not in os.environ
     assert isinstance(make_progress(tty, quiet=True), NullProgress)
     assert os.environ["WANDB_SILENT"] == "true"  # -q silences wandb's banner as well
+    assert os.environ["MTKD_QUIET"] == "1"
     paced = make_progress(console, every_steps=7, every_seconds=3)
     assert (paced.every_steps, paced.every_seconds) == (7, 3)
 

@@ -81,7 +81,7 @@ def _start_and_stop(recipe: Path, out: Path, sig: int, *, after_step: int, timeo
 
 def _logged_steps(run_dir: Path) -> list[int]:
     lines = (only_job(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [row["step"] for row in map(json.loads, lines) if "teacher-0/train/loss" in row]
+    return [row["step"] for row in map(json.loads, lines) if "train/loss" in row]
 
 
 def _finish(recipe: Path, out: Path) -> dict:
