@@ -33,6 +33,11 @@ class MtkdGroup(click.Group):
 
 
 def render_error(exc: MtkdError) -> None:
+    for each in getattr(exc, "errors", None) or [exc]:
+        _render_one(each)
+
+
+def _render_one(exc: MtkdError) -> None:
     # Escaped (a path such as ``heads[default]`` is not rich markup) and never wrapped, so a long file
     # path or key path stays on one line and can be copied.
     where = exc.file or ""
@@ -117,11 +122,13 @@ def recipe():
 @set_option
 @plugin_option
 def recipe_validate(files, overrides, plugins):
-    """Check recipes (both passes); exit code 2 on the first invalid one."""
-    from .recipe import load_recipe
+    """Check recipes (both passes) and that their data sources, checkpoints and model folders exist;
+    every problem found is reported, exit code 2 on the first invalid recipe."""
+    from .recipe import check_sources, load_recipe
 
     for f in files:
         r = load_recipe(f, overrides, extra_plugins=plugins)
+        check_sources(r)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
 
 
@@ -146,13 +153,81 @@ def recipe_show(file, overrides, plugins, as_json):
 
 @recipe.command("schema")
 @plugin_option
-def recipe_schema(plugins):
-    """Print the recipe JSON Schema, including each registered component's parameters."""
+@click.option("--resolved", is_flag=True, help="The recipe after extends and defaults (every section required), "
+                                               "not the file a user writes.")
+def recipe_schema(plugins, resolved):
+    """Print the JSON Schema of a recipe file, including each registered component's parameters.
+
+    Point an editor's YAML language server at it (e.g. a `# yaml-language-server: $schema=mtkd-recipe.json`
+    first line) to check and complete recipes as you type.
+    """
     from .plugins import load_plugins
     from .recipe import json_schema
 
     load_plugins(plugins)
-    click.echo(json.dumps(json_schema(), indent=2))
+    click.echo(json.dumps(json_schema(resolved=resolved), indent=2))
+
+
+INIT_TEMPLATE = """\
+# A starting recipe. Check it with `mtkd recipe validate {file}`, run it with `mtkd recipe run {file}`.
+# Every key below overrides the recipe it extends; `mtkd recipe show {file}` prints the full result, and
+# `mtkd recipe schema` describes every key. Shipped recipes: {shipped}.
+extends: mtkd:{parent}
+name: {name}
+{body}"""
+
+INIT_BODIES = {
+    "quickstart": """\
+# The quickstart's tasks and data (a small GLUE sample shipped with mtkd). Your own data instead:
+# data:
+#   glue: path/to/glue_data      # a glue_data TSV folder, a Parquet folder, or a hub id such as nyu-mll/glue
+# tasks: [cola, sst2, rte]       # GLUE task names, or a `table` task for your own CSV/TSV/JSON-lines files
+training:
+  epochs: 2                      # passes over the training data, for teachers and student alike
+teachers:
+  members:                       # each member: a variation of the base set-up (seed, heads, training...)
+    - {name: teacher-linear, seed: 1}
+    - {name: teacher-san, seed: 2, heads: {rte: {type: san}}}
+student:
+  seeds: [3]                     # one student per seed
+  control: true                  # also train the student on hard labels only, to see what distillation adds
+# logging:
+#   trackers: [{type: wandb, project: my-project}]   # offline when no W&B API key is set
+""",
+    "base": """\
+data:
+  glue: nyu-mll/glue             # a glue_data TSV folder, a Parquet folder, or a hub id
+tasks: [rte]                     # GLUE task names, or a `table` task for your own files
+teachers:
+  members:
+    - {seed: 1}
+student:
+  seeds: [2]
+  control: true
+""",
+}
+
+
+@recipe.command("init")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--from", "start", type=click.Choice(sorted(INIT_BODIES)), default="quickstart", show_default=True,
+              help="The shipped recipe to start from.")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def recipe_init(path, start, force):
+    """Write a starting recipe, with comments, that extends a recipe shipped with mtkd."""
+    from .recipe import shipped_recipes
+
+    if path.exists() and not force:
+        raise MtkdError("the file exists", file=path, hint="pick another name, or add --force to overwrite it")
+    name = path.stem.replace("_", "-") or "my-recipe"
+    text = INIT_TEMPLATE.format(file=path, shipped=", ".join("mtkd:" + n for n in shipped_recipes()),
+                                parent=f"{start}.yaml", name=name, body=INIT_BODIES[start])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    out.print(f"[green]wrote[/] {escape(str(path))} [dim](extends mtkd:{start}.yaml)[/]", highlight=False,
+              soft_wrap=True)
 
 
 @recipe.command("run")

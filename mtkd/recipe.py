@@ -242,8 +242,65 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+#: ``extends: mtkd:base.yaml`` names a recipe shipped inside the package (mtkd/recipes/), from any folder.
+SHIPPED_PREFIX = "mtkd:"
+
+
+def shipped_recipes_dir() -> Path:
+    """The folder of the recipes installed with mtkd (``recipes/`` in a clone links to it)."""
+    return Path(__file__).resolve().parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.name for p in shipped_recipes_dir().glob("*.yaml"))
+
+
+def _parent_path(parent: str, child: Path) -> Path:
+    if not parent.startswith(SHIPPED_PREFIX):
+        return (child.parent / parent).resolve()
+    name = parent[len(SHIPPED_PREFIX):]
+    if not name.endswith((".yaml", ".yml")):
+        name += ".yaml"
+    path = shipped_recipes_dir() / name
+    if "/" in name or os.sep in name or not path.is_file():
+        raise RecipeError("no shipped recipe by that name", file=child, path="extends",
+                          expected="one of: " + ", ".join(SHIPPED_PREFIX + n for n in shipped_recipes()),
+                          found=parent)
+    return path
+
+
+#: ``data:`` keys that are settings, not data sources.
+DATA_SETTINGS = ("max_length", "on_bad_rows", "cache_dir")
+
+
+def _rebase(value, parent_dir: Path, child_dir: Path):
+    """A relative path that exists from the parent's folder, re-written relative to the child's."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return value
+    if parent_dir == child_dir or not (parent_dir / value).exists():
+        return value  # not a path of the parent's (a hub id, or a path from the working directory)
+    return os.path.relpath(parent_dir / value, child_dir)
+
+
+def _rebased_paths(data: dict, parent_dir: Path, child_dir: Path) -> dict:
+    """A parent's data sources and task files stay relative to the parent's folder once merged into a child."""
+    data = copy.deepcopy(data)
+    if isinstance(data.get("data"), dict):
+        for key, value in data["data"].items():
+            if key not in DATA_SETTINGS:
+                data["data"][key] = _rebase(value, parent_dir, child_dir)
+    if isinstance(data.get("tasks"), list):
+        for entry in data["tasks"]:
+            if isinstance(entry, dict):
+                for key, value in entry.items():
+                    if key not in ("name", "type"):
+                        entry[key] = _rebase(value, parent_dir, child_dir)
+    return data
+
+
 def load_raw(path: Path, _seen: tuple = ()) -> dict:
-    """The recipe with ``extends:`` resolved (paths relative to the file that names them)."""
+    """The recipe with ``extends:`` resolved (paths relative to the file that names them;
+    ``mtkd:NAME`` is a recipe shipped with the package)."""
     path = path.resolve()
     if path in _seen:
         raise RecipeError("`extends` forms a cycle", file=path, path="extends",
@@ -258,8 +315,8 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
         if not isinstance(parent, str):
             raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
                               found=parent)
-        parent_path = (path.parent / parent).resolve()
-        parent_data = load_raw(parent_path, (*_seen, path))
+        parent_path = _parent_path(parent, path)
+        parent_data = _rebased_paths(load_raw(parent_path, (*_seen, path)), parent_path.parent, path.parent)
         plugins += _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
         merged = deep_merge(merged, parent_data)
     merged = deep_merge(merged, data)
@@ -535,9 +592,35 @@ def variation_config(recipe: Recipe, variation) -> dict:
     return {"encoder": encoder, "heads": heads, "training": training}
 
 
-def json_schema() -> dict:
-    """The recipe's JSON Schema, with every registered component's parameters under ``$defs``."""
+def _relax(node):
+    """No key is required in a file that extends another (its parents, or base.yaml, supply them)."""
+    if isinstance(node, dict):
+        node.pop("required", None)
+        for value in node.values():
+            _relax(value)
+    elif isinstance(node, list):
+        for value in node:
+            _relax(value)
+
+
+def json_schema(resolved: bool = False) -> dict:
+    """The JSON Schema of the recipe file a user writes (``extends``, ``- rte`` task names, every key
+    optional, a section set to null to drop a parent's), or with ``resolved`` of the recipe after
+    ``extends`` and defaults. Every registered component's parameters are under ``x-mtkd-components``."""
     schema = RecipeModel.model_json_schema()
+    if not resolved:
+        _relax(schema)
+        props = schema["properties"]
+        for key, sub in list(props.items()):
+            if key not in ("name", "tasks"):
+                props[key] = {"anyOf": [sub, {"type": "null"}], **{k: sub[k] for k in ("description",) if k in sub}}
+        props["tasks"]["items"] = {"anyOf": [{"type": "string", "description": "a task name, e.g. rte"},
+                                             props["tasks"]["items"]]}
+        props["extends"] = {
+            "description": "recipe(s) this one builds on: a file relative to this one, or `mtkd:NAME` for a "
+                           "recipe shipped with mtkd (" + ", ".join(shipped_recipes()) + ")",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        schema["title"] = "mtkd recipe"
     components: dict = {}
     for kind, entry in get_registries().all():
         sub = entry.params.model_json_schema()
@@ -545,3 +628,61 @@ def json_schema() -> dict:
         components.setdefault(kind, {})[entry.name] = sub
     schema["x-mtkd-components"] = components
     return schema
+
+
+def _looks_like_local_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in value)
+
+
+def check_sources(recipe: Recipe) -> None:
+    """What ``run`` would refuse after loading: missing data files or folders (through each task's optional
+    ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
+    problem found at once (:class:`mtkd.errors.ManyErrors`)."""
+    from .components import TaskContext
+    from .errors import ManyErrors, MtkdError
+
+    reg = get_registries()
+    problems: list[MtkdError] = []
+    data = recipe.resolved["data"]
+    sources = {k: v for k, v in data.items() if k not in DATA_SETTINGS}
+    for i, entry in enumerate(recipe.resolved["tasks"]):
+        params = {k: v for k, v in entry.items() if k not in TaskEntry.model_fields}
+        ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
+                          resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
+        try:
+            task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")
+            check = getattr(task, "check_sources", None)
+            if check is not None:
+                check()
+        except MtkdError as exc:
+            exc.path = f"tasks[{i}]" + (f".{exc.path}" if exc.path else "")
+            problems.append(exc)
+        except Exception as exc:  # a plugin's bug: named, not a traceback
+            from .errors import PluginError
+
+            problems.append(PluginError(f"task {entry['type']!r} could not be built to check its data: "
+                                        f"{type(exc).__name__}: {exc}", file=recipe.file, path=f"tasks[{i}]"))
+
+    def must_exist(value, path, what):
+        if value and not Path(recipe.resolve_path(value)).exists():
+            problems.append(RecipeError(f"{what} not found", file=recipe.file, path=path,
+                                        expected="an existing path (relative paths are read from the working "
+                                                 "directory or the recipe's folder)", found=value))
+
+    model = recipe.model
+    for i, m in enumerate(model.teachers.members if model.teachers else []):
+        must_exist(m.checkpoint, f"teachers.members[{i}].checkpoint", "teacher checkpoint")
+    if model.student is not None:
+        must_exist(model.student.soft_targets, "student.soft_targets", "soft-target file")
+    encoders = [("encoder", recipe.resolved["encoder"])]
+    encoders += [(f"teachers.members[{i}].encoder", m.encoder) for i, m in
+                 enumerate(model.teachers.members if model.teachers else []) if m.encoder]
+    if model.student is not None and model.student.encoder:
+        encoders.append(("student.encoder", model.student.encoder))
+    for path, enc in encoders:
+        for key in ("model", "tokenizer"):
+            value = enc.get(key)
+            if isinstance(value, str) and _looks_like_local_path(value):
+                must_exist(value, f"{path}.{key}", "model folder")
+    if problems:
+        raise problems[0] if len(problems) == 1 else ManyErrors(problems)

@@ -196,7 +196,7 @@ def test_show_prints_the_resolved_recipe_and_its_hash(recipe):
 
 
 def test_schema_has_the_recipe_and_every_components_params(tmp_path):
-    result = run("recipe", "schema", "--plugin", write_toy_plugin(tmp_path))
+    result = run("recipe", "schema", "--resolved", "--plugin", write_toy_plugin(tmp_path))
     assert result.exit_code == 0, result.output
     schema = json.loads(result.stdout)
     assert {"name", "tasks", "encoder", "heads", "objective", "training", "teachers", "student"} <= set(

@@ -156,6 +156,15 @@ class GlueTask(_Metrics):
             return Path(where) / self.spec.tsv_dir / self.spec.tsv_files[split]
         return Path(where) / self.spec.config / f"{split}-00000-of-00001.parquet"
 
+    def check_sources(self) -> None:
+        """The data folder exists and holds the training and dev splits (a hub id is checked when loaded)."""
+        have = self.available_splits()
+        for split in [s for s in (self.train_split, *self.eval_splits) if s]:
+            if split not in have:
+                layout = self.source[0]
+                raise DataError(f"no {split} data for {self.spec.config}", file=self._expected_file(split),
+                                expected=f"this file in the {layout} layout")
+
     def available_splits(self) -> list[str]:
         """The task's splits present in the source (all of them for a hub id)."""
         if self.source[0] == "hub":
@@ -331,6 +340,13 @@ class TableTask(_Metrics):
 
     def available_splits(self) -> list[str]:
         return [self.train_split, *self.eval_splits, *self.test_splits]
+
+    def check_sources(self) -> None:
+        """Every file the task names exists."""
+        for split in self.available_splits():
+            if not os.path.isfile(self._path(split)):
+                raise DataError("data file not found", file=self._path(split), path=split,
+                                expected="an existing csv, tsv or jsonl file")
 
     def load_split(self, split: str):
         if split not in self.available_splits():
