@@ -102,3 +102,13 @@ def test_init_then_validate_outside_the_clone_with_mtkd_installed_from_its_wheel
     assert "ok r.yaml" in valid.stdout
     again = run_mtkd(["recipe", "init", empty / "r.yaml"])
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_validate_reports_every_shape_error_at_once(tmp_path):
+    (tmp_path / "r.yaml").write_text("extends: mtkd:base.yaml\nname: r\ntasks: [rte]\ntrainig: {lr: 1}\n"
+                                     "training: {lr: -1, epochs: 0}\n")
+    result = run_cli("recipe", "validate", tmp_path / "r.yaml")
+    assert result.exit_code == 2
+    assert result.output.count("Error in") == 3
+    for expected in ("training.epochs", "training.lr", "did you mean 'training'"):
+        assert expected in result.output, expected
