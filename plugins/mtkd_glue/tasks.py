@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from mtkd.errors import DataError
 from mtkd.params import Params
@@ -266,6 +266,13 @@ class TableParams(Params):
     train: str = Field(description="training file (csv, tsv or jsonl)")
     validation: str | None = Field(None, description="dev file, scored with `metrics`")
     test: str | None = Field(None, description="test file (labels optional), written as <name>.tsv submissions")
+    split_column: str | None = Field(None, description="a column naming each row's split, for one file holding "
+                                                       "several splits (`validation`/`test` default to `train`'s "
+                                                       "file)")
+    split_values: dict[Literal["train", "validation", "test"], str] = Field(
+        default_factory=lambda: {"train": "train", "validation": "validation"},
+        description="with `split_column`: the splits to read and the value that selects each, e.g. "
+                    "{train: TRAIN, validation: TRIAL, test: TEST}")
     format: Literal["csv", "tsv", "jsonl"] | None = Field(None, description="default: from the file extension")
     text_columns: list[str] = Field(min_length=1, max_length=2)
     label_column: str = "label"
@@ -273,6 +280,15 @@ class TableParams(Params):
     task_type: Literal["classification", "regression"] = "classification"
     labels: list[str] | None = Field(None, description="class names in id order; default the sorted train labels")
     metrics: list[TableMetric] | None = Field(None, description="default accuracy, or pearson + spearman")
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_split_keys(self, handler):
+        """Without a split column, its keys stay out of the resolved recipe: earlier runs keep their hashes."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("split_column") is None:
+            data.pop("split_column", None)
+            data.pop("split_values", None)
+        return data
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -282,6 +298,8 @@ class TableParams(Params):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.split_column and "train" not in self.split_values:
+            raise ValueError("`split_values` needs the value that selects the `train` rows")
         if self.task_type == "regression" and self.labels:
             raise ValueError("`labels` is for classification tasks, not regression")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -317,8 +335,9 @@ class TableTask(_Metrics):
         self.metric_names = list(params.metrics or (["accuracy"] if self.task_type == "classification"
                                                     else ["pearson", "spearman"]))
         self.train_split = "train"
-        self.eval_splits = ["validation"] if params.validation else []
-        self.test_splits = ["test"] if params.test else []
+        by_column = params.split_values if params.split_column else {}
+        self.eval_splits = ["validation"] if params.validation or "validation" in by_column else []
+        self.test_splits = ["test"] if params.test or "test" in by_column else []
         self.head_task = None
         self.bad_rows: dict[str, int] = {}
         self._labels = list(params.labels) if params.labels else None
@@ -336,7 +355,8 @@ class TableTask(_Metrics):
         return self._labels
 
     def _path(self, split: str) -> str:
-        return _resolve(self.context, getattr(self.params, split))
+        # With a split column, one file may hold every split: `validation`/`test` default to `train`'s.
+        return _resolve(self.context, getattr(self.params, split) or self.params.train)
 
     def available_splits(self) -> list[str]:
         return [self.train_split, *self.eval_splits, *self.test_splits]
@@ -357,10 +377,16 @@ class TableTask(_Metrics):
         p = self.params
         path = self._path(split)
         labeled = split != "test"
-        required = [*p.text_columns, *([p.label_column] if labeled else []), *([p.id_column] if p.id_column else [])]
-        optional = [] if labeled else [p.label_column]
+        # One file for every split: the test rows may lack the label, so it is checked per selected row.
+        label_required = labeled and not p.split_column
+        required = [*p.text_columns, *([p.label_column] if label_required else []),
+                    *([p.id_column] if p.id_column else []), *([p.split_column] if p.split_column else [])]
+        optional = [] if label_required else [p.label_column]
         bad = BadRows(path, self.context.on_bad_rows)
         rows = read_table_rows(path, table_format(path, p.format), required, optional, bad)
+        if p.split_column:
+            wanted = p.split_values[split]
+            rows = (r for r in rows if r[2][p.split_column] == wanted)
         regression = self.task_type == "regression"
         if not regression and self._labels is None:
             if split != "train":
@@ -406,7 +432,9 @@ class TableTask(_Metrics):
             del cols["text_b"]
         self.bad_rows[split] = bad.report(self.name, split)
         if split == "train" and not cols["idx"]:
-            raise DataError("the training file has no usable rows", file=path)
+            raise DataError("the training file has no usable rows", file=path,
+                            hint=f"no row has {p.split_column} = {p.split_values['train']!r}" if p.split_column
+                            else None)
         ds = to_dataset(cols, len(p.text_columns) == 2, regression)
         self._cache[split] = ds
         return ds
