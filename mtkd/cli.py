@@ -87,10 +87,11 @@ def plugins():
 
 
 @plugins.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, plugin, version}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {kind, name, plugin, version, distribution, description}.")
 @plugin_option
 def plugins_list(as_json, plugins):
-    """List every registered component with the plugin that registered it."""
+    """List every registered component with the distribution (or local module) that registered it."""
     from .plugins import get_registries, load_plugins
 
     load_plugins(plugins)
@@ -100,12 +101,23 @@ def plugins_list(as_json, plugins):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="mtkd components")
-    for col in ("kind", "name", "plugin", "version", "description"):
-        # Names are copied into recipes: never cut them short; the description wraps instead.
-        table.add_column(col, no_wrap=col != "description")
-    for r in rows:
-        table.add_row(r["kind"], r["name"], r["plugin"], r["version"] or "local", r["description"])
+    from rich import box
+
+    # One line per component at any width: names are copied into recipes and never cut; the description
+    # is cut to the terminal (in full with --json); the distribution says what to pip install or upgrade.
+    table = Table(title="mtkd components", box=box.SIMPLE_HEAD, padding=(0, 1))
+    cells = [(r["kind"], r["name"], f"{r['distribution']} {r['version']}" if r["distribution"]
+              else f"{r['plugin']} (local)", r["description"] or "") for r in rows]
+    widths = [max([len(col)] + [len(c[i]) for c in cells]) for i, col in ((1, "name"), (2, "from"))]
+    room = max(12, out.width - sum(widths) - 10)  # what the other columns, padding and edges leave
+    for col in ("name", "from", "description"):
+        table.add_column(col, no_wrap=True)
+    kind = None
+    for k, name, source, text in cells:
+        if k != kind:  # a heading line per kind (tasks, encoders, ...) instead of a column
+            table.add_row(f"[bold]{k}[/]", "", "")
+            kind = k
+        table.add_row(escape(name), escape(source), escape(text if len(text) <= room else text[: room - 1] + "…"))
     out.print(table)
 
 

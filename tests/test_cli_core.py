@@ -74,6 +74,22 @@ def test_plugins_list_table_and_a_module_plugin(tmp_path, monkeypatch):
     assert "toy-encoder" in result.stdout and "toy_module_for_cli" in result.stdout and "local" in result.stdout
 
 
+def test_plugins_list_fits_80_columns_one_line_per_component(monkeypatch):
+    monkeypatch.setenv("MTKD_LOAD_PLUGINS", "glue,hf,distill,samplers,loggers")
+    plugins.reset()
+    rows = json.loads(run("plugins", "list", "--json").stdout)
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run("plugins", "list").stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for r in rows:
+        (line,) = [line for line in lines if line.split()[:1] == [r["name"]]]  # one line, not wrapped
+        assert f"{r['distribution']} {r['version']}" in line
+        words = r["description"].split()
+        assert words[0] in line and (words[-1] in line or line.rstrip().endswith("…"))
+    headings = [line.strip() for line in lines if line.strip() in {r["kind"] for r in rows}]
+    assert headings == list(dict.fromkeys(r["kind"] for r in rows))
+
+
 def test_plugin_with_a_misspelled_hook_exits_2(tmp_path):
     bad = tmp_path / "typo.py"
     bad.write_text("import mtkd\n\n\n@mtkd.hookimpl\ndef register_loss(register):\n    pass\n", encoding="utf-8")
