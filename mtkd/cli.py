@@ -64,8 +64,29 @@ def set_option(f):
                         help="Override a recipe value, e.g. --set training.lr=3e-5 (repeatable).")(f)
 
 
+def _print_version(ctx, param, value):
+    """``--version``: mtkd's and the versions a bug report needs first (``mtkd env`` has everything)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .extras import environment
+
+    info = environment()
+    cuda = info.get("cuda") or {}
+    torch_text = f"torch {info['torch']}" if info.get("torch") else "torch not installed"
+    if info.get("torch"):
+        torch_text += f" (CUDA {cuda['built_with']}, {'available' if cuda['available'] else 'not available'})" \
+            if cuda.get("built_with") else " (CPU build)"
+    click.echo(f"mtkd, version {__version__}")
+    click.echo(f"Python {info['python']}, {torch_text}, transformers {info['transformers']}, "
+               f"accelerate {info['accelerate']}, deepspeed {info['deepspeed'] or 'not installed'}")
+    plugins = ", ".join(f"{p['name']} {p['version'] or '(local)'}" for p in info["plugins"]) or "none"
+    click.echo(f"plugins: {plugins}")
+    ctx.exit()
+
+
 @click.group(cls=MtkdGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="mtkd")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of mtkd, Python, torch/CUDA and the main libraries, and exit.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.pass_context
 def cli(ctx, debug):
@@ -121,6 +142,34 @@ def plugins_list(as_json, plugins):
     out.print(table)
 
 
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON.")
+def env(as_json):
+    """Versions for a bug report: mtkd, Python, torch, CUDA, transformers, accelerate, DeepSpeed, the plugins."""
+    from .extras import environment
+
+    info = environment()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    cuda = info.get("cuda") or {}
+    lines = [("mtkd", info["mtkd"]), ("Python", f"{info['python']} ({info['platform']})"),
+             ("torch", info["torch"] or "not installed")]
+    if info["torch"]:
+        devices = ", ".join(cuda["devices"]) or "none visible"
+        lines.append(("CUDA", f"built with {cuda['built_with']}; devices: {devices}" if cuda["built_with"]
+                      else "CPU-only build of torch"))
+    for dist in ("transformers", "accelerate", "deepspeed", "datasets", "wandb", "pydantic", "pluggy"):
+        hint = " (pip install 'mtkd[deepspeed]')" if dist == "deepspeed" else ""
+        lines.append((dist, info[dist] or f"not installed{hint}"))
+    for p in info["plugins"]:
+        where = f"{p['distribution']} {p['version']}" if p["distribution"] else p["source"]
+        lines.append((f"plugin {p['name']}", f"{where} ({p['module']})"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key:<{width}}  {value}")
+
+
 # ---------------------------------------------------------------- recipes
 
 
@@ -142,6 +191,13 @@ def recipe_validate(files, overrides, plugins):
         r = load_recipe(f, overrides, extra_plugins=plugins)
         check_sources(r)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
+        from .extras import MissingExtraError, check_recipe_extras
+
+        try:
+            check_recipe_extras(r.resolved, file=r.file)
+        except MissingExtraError as exc:  # valid, but `run` needs the extra first
+            console.print(f"[yellow]note[/]: {escape(exc.message)}; {escape(exc.hint)} before `mtkd recipe run`",
+                          highlight=False, soft_wrap=True)
 
 
 @recipe.command("show")
@@ -269,6 +325,9 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
 
         silence_wandb()
     r = load_recipe(file, overrides, extra_plugins=plugins)
+    from .extras import check_recipe_extras
+
+    check_recipe_extras(r.resolved, file=r.file)  # DeepSpeed asked for, not installed: name the extra
     nproc = nproc or r.model.scaling.nproc
     if maybe_relaunch(nproc):
         return

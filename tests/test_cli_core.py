@@ -33,7 +33,13 @@ def run(*args):
 def test_version():
     result = run("--version")
     assert result.exit_code == 0
-    assert result.output == f"mtkd, version {mtkd.__version__}\n"
+    lines = result.output.splitlines()
+    assert lines[0] == f"mtkd, version {mtkd.__version__}"
+    import torch
+    import transformers
+
+    assert f"torch {torch.__version__}" in lines[1] and f"transformers {transformers.__version__}" in lines[1]
+    assert lines[2].startswith("plugins: ")
     assert mtkd.__version__ == importlib.metadata.version("mtkd")
 
 
