@@ -64,6 +64,9 @@ class NullProgress:
     def work_finished(self, name):
         pass
 
+    def close(self):
+        pass
+
 
 # ---------------------------------------------------------------- displays
 
@@ -198,7 +201,7 @@ class PlainProgress(_Bookkeeping):
 
     def job_started(self, job, *, total_steps, start_step):
         js = self._new_job(job, total_steps, start_step)
-        how = f"resuming at step {start_step} of {total_steps}" if start_step else f"starting, {total_steps} steps"
+        how = f"from step {start_step} of {total_steps}" if start_step else f"starting, {total_steps} steps"
         self._line(f"{js.label()}: {how}")
 
     def job_step(self, job, *, step, loss, samples):
@@ -250,6 +253,9 @@ class PlainProgress(_Bookkeeping):
             rate = w.done / (now - w.t0) if now > w.t0 else 0.0
             self._line(f"{name}: {w.done}/{w.total} {w.unit} ({rate:.1f} {w.unit}/s)")
 
+    def close(self):
+        pass
+
     def work_finished(self, name):
         w = self.works.pop(name, None)
         if w is None:
@@ -300,9 +306,7 @@ class RichProgress(_Bookkeeping):
         self.console.print(escape(text), highlight=False)
 
     def job_started(self, job, *, total_steps, start_step):
-        js = self._new_job(job, total_steps, start_step)
-        if start_step:
-            self.console.print(escape(f"resuming {job} from step {start_step}"), highlight=False)
+        js = self._new_job(job, total_steps, start_step)  # (the trainer says "resuming JOB from step N")
         self._ids[job] = self._bars().add_task(escape(js.label()), total=total_steps, completed=start_step,
                                                unit="steps", loss="", rate="")
 

@@ -100,7 +100,7 @@ def test_plain_resume_and_inference_lines():
     p.work_finished("soft targets: cola train")
     lines = buf.getvalue().splitlines()
     assert lines[0] == "3 teachers cached"
-    assert lines[1] == "teacher-0 (job 1): resuming at step 18 of 90"
+    assert lines[1] == "teacher-0 (job 1): from step 18 of 90"
     # ETA after resuming counts only the steps run since (5 steps in 5 s; 67 left).
     assert "step 23/90 (26%) loss 0.5000 8.0 samples/s elapsed 0:05 ETA 1:07" in lines[2]
     assert "teacher-0 (job 1): stopped at step 30/90 in 0:12, loss 0.5000" in lines
@@ -133,7 +133,9 @@ def test_rich_bars_show_step_loss_rate_and_job_number():
     p.work_advanced("evaluate: student-s1 rte dev", done=80)
     assert p._progress.tasks[0].fields["rate"] == "40.0 examples/s"
     p.work_finished("evaluate: student-s1 rte dev")
+    p.message("resuming teacher-0 from step 4")  # the trainer's line, above the bars
     p.job_started("teacher-0", total_steps=10, start_step=4)
+    assert p._progress.tasks[-1].completed == 4
     p.close()
     out = buf.getvalue()
     assert "student: 1 cached (student-s1); 1 to run (control-s1)" in out
