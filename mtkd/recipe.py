@@ -603,6 +603,63 @@ def _relax(node):
             _relax(value)
 
 
+def _hoisted(kind: str, name: str, sub: dict, defs: dict) -> dict:
+    """A component's params schema with its own ``$defs`` moved into the recipe's (renamed, refs rewritten)."""
+    sub = copy.deepcopy(sub)
+    prefix = f"{kind}.{name}."
+    local = sub.pop("$defs", {})
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            return {k: ("#/$defs/" + prefix + v.rsplit("/", 1)[1] if k == "$ref" and isinstance(v, str)
+                        and v.startswith("#/$defs/") else rewrite(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for key, value in local.items():
+        defs[prefix + key] = rewrite(value)
+    return rewrite(sub)
+
+
+#: Where a recipe file holds components of each kind (JSON pointer-ish paths into the schema).
+_COMPONENT_SITES = {
+    "encoders": [("properties", "encoder", "anyOf", 0)],
+    "heads": [("properties", "heads", "anyOf", 0, "additionalProperties")],
+    "losses": [("$defs", "Objectives", "properties", "classification"),
+               ("$defs", "Objectives", "properties", "regression")],
+    "samplers": [("$defs", "Training", "properties", "sampling")],
+    "aggregators": [("$defs", "Teachers", "properties", "aggregation"),
+                    ("$defs", "Teachers", "properties", "regression_aggregation")],
+    "loggers": [("$defs", "Logging", "properties", "trackers", "items")],
+}
+
+
+def _typed_components(schema: dict) -> None:
+    """Each component site accepts the registered names of its kind, and each name's parameters (an editor
+    completes them and flags a misspelled one); nothing is required, as a child may change one key."""
+    defs = schema.setdefault("$defs", {})
+    registries = get_registries()
+    for kind, sites in _COMPONENT_SITES.items():
+        entries = list(registries[kind])
+        if not entries:
+            continue
+        rules = []
+        for entry in entries:
+            params = _hoisted(kind, entry.name, entry.params.model_json_schema(), defs)
+            props = {"type": {"const": entry.name}, **params.get("properties", {})}
+            rules.append({"if": {"properties": {"type": {"const": entry.name}}, "required": ["type"]},
+                          "then": {"properties": props, "additionalProperties": False}})
+        defs[f"mtkd-{kind}"] = {
+            "type": "object", "description": f"a registered {kind[:-1]}: `type` and its parameters",
+            "properties": {"type": {"enum": sorted(e.name for e in entries)}}, "allOf": rules}
+        for site in sites:
+            node = schema
+            for part in site[:-1]:
+                node = node[part]
+            node[site[-1]] = {"$ref": f"#/$defs/mtkd-{kind}"}
+
+
 def json_schema(resolved: bool = False) -> dict:
     """The JSON Schema of the recipe file a user writes (``extends``, ``- rte`` task names, every key
     optional, a section set to null to drop a parent's), or with ``resolved`` of the recipe after
@@ -621,6 +678,7 @@ def json_schema(resolved: bool = False) -> dict:
                            "recipe shipped with mtkd (" + ", ".join(shipped_recipes()) + ")",
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
         schema["title"] = "mtkd recipe"
+        _typed_components(schema)
     components: dict = {}
     for kind, entry in get_registries().all():
         sub = entry.params.model_json_schema()

@@ -36,10 +36,15 @@ def test_the_schema_still_refuses_what_the_recipe_refuses():
     for bad in ({"extends": "mtkd:base.yaml", "trainig": {}},              # misspelled section
                 {"training": {"lr": -1}},                                  # out of range
                 {"tasks": [{"loss_weight": 0}]},                           # a task entry's field
-                {"teachers": {"members": [{"seed": "x"}]}}):
+                {"teachers": {"members": [{"seed": "x"}]}},
+                {"encoder": {"type": "no-such-encoder"}},                  # a component no plugin registered
+                {"objective": {"classification": {"type": "soft-ce", "temprature": 2}}},  # its params, misspelled
+                {"student": {"objective": {"regression": {"type": "mixture", "alpha": 2}}}},
+                {"logging": {"trackers": [{"type": "wandb", "mode": "sometimes"}]}}):
         assert list(validator.iter_errors(bad)), bad
     assert not list(validator.iter_errors({"extends": ["a.yaml", "mtkd:base.yaml"], "tasks": ["rte"],
-                                           "student": None}))
+                                           "student": None, "encoder": {"model": "other/model"},
+                                           "heads": {"rte": {"type": "san"}}}))
     resolved = json.loads(run_cli("recipe", "schema", "--resolved").stdout)
     assert {"name", "tasks", "encoder"} <= set(resolved["required"])
 
