@@ -658,6 +658,20 @@ def _typed_components(schema: dict) -> None:
             for part in site[:-1]:
                 node = node[part]
             node[site[-1]] = {"$ref": f"#/$defs/mtkd-{kind}"}
+    # A task entry: its `type` (or, without one, its `name`) picks the task plugin's parameters.
+    entry = defs.get("TaskEntry")
+    if entry is not None:
+        rules = []
+        for reg in registries.tasks:
+            params = _hoisted("tasks", reg.name, reg.params.model_json_schema(), defs)
+            chosen = {"anyOf": [{"required": ["type"], "properties": {"type": {"const": reg.name}}},
+                                {"not": {"required": ["type"]}, "required": ["name"],
+                                 "properties": {"name": {"const": reg.name}}}]}
+            rules.append({"if": chosen, "then": {"properties": {**entry.get("properties", {}),
+                                                                **params.get("properties", {})},
+                                                 "additionalProperties": False}})
+        if rules:
+            entry["allOf"] = rules
 
 
 def json_schema(resolved: bool = False) -> dict:

@@ -40,11 +40,16 @@ def test_the_schema_still_refuses_what_the_recipe_refuses():
                 {"encoder": {"type": "no-such-encoder"}},                  # a component no plugin registered
                 {"objective": {"classification": {"type": "soft-ce", "temprature": 2}}},  # its params, misspelled
                 {"student": {"objective": {"regression": {"type": "mixture", "alpha": 2}}}},
-                {"logging": {"trackers": [{"type": "wandb", "mode": "sometimes"}]}}):
+                {"logging": {"trackers": [{"type": "wandb", "mode": "sometimes"}]}},
+                {"tasks": [{"name": "rte", "sourse": "x"}]},                # a GLUE task's params, by name
+                {"tasks": [{"name": "mine", "type": "table", "train": "a.csv", "text_column": ["s"]}]}):
         assert list(validator.iter_errors(bad)), bad
-    assert not list(validator.iter_errors({"extends": ["a.yaml", "mtkd:base.yaml"], "tasks": ["rte"],
+    assert not list(validator.iter_errors({"extends": ["a.yaml", "mtkd:base.yaml"],
                                            "student": None, "encoder": {"model": "other/model"},
-                                           "heads": {"rte": {"type": "san"}}}))
+                                           "heads": {"rte": {"type": "san"}},
+                                           "tasks": ["rte", {"name": "wnli", "max_train_examples": 5},
+                                                     {"name": "mine", "type": "table", "train": "a.csv",
+                                                      "text_columns": ["s"], "split_column": "set"}]}))
     resolved = json.loads(run_cli("recipe", "schema", "--resolved").stdout)
     assert {"name", "tasks", "encoder"} <= set(resolved["required"])
 
