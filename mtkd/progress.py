@@ -261,8 +261,9 @@ class PlainProgress(_Bookkeeping):
         if w is None:
             return
         dt = self.clock() - w.t0
-        rate = f" ({w.done / dt:.1f} {w.unit}/s)" if dt > 0 and w.done else ""
-        self._line(f"{name}: done, {w.done} {w.unit} in {_duration(dt)}{rate}")
+        done = w.done or w.total  # a caller that reports only the start and the end
+        rate = f" ({done / dt:.1f} {w.unit}/s)" if dt > 0 and done else ""
+        self._line(f"{name}: done, {done} {w.unit} in {_duration(dt)}{rate}")
 
 
 class RichProgress(_Bookkeeping):
@@ -343,10 +344,13 @@ class RichProgress(_Bookkeeping):
         self._bars().update(self._ids[name], completed=w.done, rate=rate)
 
     def work_finished(self, name):
-        self.works.pop(name, None)
+        work = self.works.pop(name, None)
         task_id = self._ids.pop(name, None)
         if task_id is not None and self._progress is not None:
-            self._progress.update(task_id, completed=self._progress.tasks[task_id].total)
+            w = self._progress.tasks[task_id]
+            dt = self.clock() - (work.t0 if work else self.clock())
+            rate = f"{w.total / dt:.1f} {work.unit}/s" if work and dt > 0 and not work.done else None
+            self._progress.update(task_id, completed=w.total, **({"rate": rate} if rate else {}))
         self._maybe_stop()
 
 

@@ -98,7 +98,12 @@ def test_plain_resume_and_inference_lines():
         clock.now += 1
         p.work_advanced("soft targets: cola train", done=20)
     p.work_finished("soft targets: cola train")
+    p.work_started("teacher-0 rte dev", total=80, unit="examples")  # only a start and an end
+    clock.now += 4
+    p.work_finished("teacher-0 rte dev")
     lines = buf.getvalue().splitlines()
+    assert lines[-1] == "teacher-0 rte dev: done, 80 examples in 0:04 (20.0 examples/s)"
+    lines = lines[:-2]
     assert lines[0] == "3 teachers cached"
     assert lines[1] == "teacher-0 (job 1): from step 18 of 90"
     # ETA after resuming counts only the steps run since (5 steps in 5 s; 67 left).
