@@ -8,6 +8,7 @@ the plugin registering NAME declared, and fills in its defaults. The result is a
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 import json
@@ -484,7 +485,16 @@ def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
     # Pass 2: every component against the params its plugin registered.
-    _second_pass(model, resolved, file)
+    token = _COLLECTED.set([])
+    try:
+        _second_pass(model, resolved, file)
+    except RecipeError as exc:
+        raise _all_at_once([*_COLLECTED.get(), exc]) from None
+    else:
+        if _COLLECTED.get():
+            raise _all_at_once(_COLLECTED.get())
+    finally:
+        _COLLECTED.reset(token)
     return Recipe(model, resolved, Path(file) if file else None)
 
 
@@ -492,8 +502,27 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
     """Validate one component against its plugin's params and store the filled-in spec."""
     if isinstance(spec, dict):
         spec = Component.model_validate(spec)
-    params = registry.validate_params(spec.type, spec.params, file=file, path=path)
+    try:
+        params = registry.validate_params(spec.type, spec.params, file=file, path=path)
+    except RecipeError as exc:
+        collected = _COLLECTED.get()
+        if collected is None:
+            raise
+        collected.append(exc)  # components are independent: report every bad one at once
+        return
     resolved_holder[key] = {"type": spec.type, **params.model_dump(mode="json")}
+
+
+#: While a recipe is validated: the component errors found so far (see _validate_once).
+_COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("mtkd_recipe_errors", default=None)
+
+
+def _all_at_once(errors: list[RecipeError]) -> RecipeError:
+    every = [each for e in errors for each in (getattr(e, "errors", None) or [e])]
+    first = errors[0]
+    if len(every) > 1:
+        first.errors = every
+    return first
 
 
 def _second_pass(model: RecipeModel, resolved: dict, file) -> None:

@@ -122,3 +122,16 @@ def test_validate_reports_every_shape_error_at_once(tmp_path):
     assert result.output.count("Error in") == 3
     for expected in ("training.epochs", "training.lr", "did you mean 'training'"):
         assert expected in result.output, expected
+
+
+def test_validate_reports_every_bad_component_at_once(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "extends: mtkd:base.yaml\nname: r\ntasks: [rte]\n"
+        "objective: {classification: {type: ce, label_smoothin: 0.1}}\n"
+        "teachers: {aggregation: {type: mean-probs, temperature: -1}}\n"
+        "logging: {trackers: [{type: wandb, mode: sometimes}]}\n")
+    result = run_cli("recipe", "validate", tmp_path / "r.yaml")
+    assert result.exit_code == 2
+    assert result.output.count("Error in") == 3
+    for expected in ("did you mean 'label_smoothing'", "teachers.aggregation.temperature", "logging.trackers[0].mode"):
+        assert expected in result.output, expected
