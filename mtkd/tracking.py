@@ -103,6 +103,7 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.job_type = job_type or infer_job_type(self.run_dir, job)
+        self.run_id = run_id
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.loggers:
