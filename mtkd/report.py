@@ -279,7 +279,7 @@ def stage_report(ctx) -> dict:
 
         loggers = _loggers(ctx)
         plots = {p.stem: p for pattern in ("*.png", "plots/*.png") for p in sorted(ctx.run_dir.glob(pattern))}
-        report_run(ctx.run_dir, recipe_name=ctx.recipe.model.name, recipe_hash=ctx.recipe.hash,
+        report_run(ctx.run_dir, recipe_hash=ctx.recipe.hash,
                    group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name,
                    config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash}, loggers=loggers,
                    scores=metrics["score"], table=(header, rows), plots=plots)

@@ -210,7 +210,7 @@ def backfill(job_dir: Path, *, job: str, loggers, group: str | None, config: dic
     return [logger_key(lg) for lg in todo]
 
 
-def report_run(run_dir: Path, *, recipe_name: str, recipe_hash: str, group: str | None, config: dict, loggers,
+def report_run(run_dir: Path, *, recipe_hash: str, group: str | None, config: dict, loggers,
                scores: dict[str, float], table: tuple[list[str], list[list]] | None = None,
                plots: dict[str, Path] | None = None) -> None:
     """The report as one tracker run per recipe version (``job_type`` report): the scores as its summary,
