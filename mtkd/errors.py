@@ -75,3 +75,9 @@ class ManyErrors(MtkdError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+class TrainingDiverged(MtkdError):
+    """A loss, a gradient or the final weights became NaN or infinite: the job stopped without a model."""
+
+    exit_code = 3

@@ -28,6 +28,8 @@ def predict_logits(model, task: str, dataset, *, batch_size: int, pad_token_id: 
     Batches are sorted by length (little padding). Under several processes each rank predicts
     its own share and ``gather`` (a function list -> list of every rank's lists, e.g.
     ``accelerate.utils.gather_object``) collects them; every example is counted exactly once.
+    Every rank runs the same number of forward passes (the last shard is padded with a repeated
+    row whose output is dropped): a sharded model (FSDP, ZeRO-3) is a collective in each of them.
     """
     was_training = model.training
     model.eval()
@@ -35,7 +37,7 @@ def predict_logits(model, task: str, dataset, *, batch_size: int, pad_token_id: 
     parts = []
     try:
         for batch in eval_batches(dataset, batch_size=batch_size, pad_token_id=pad_token_id, rank=rank,
-                                  world_size=world_size):
+                                  world_size=world_size, equal_shards=world_size > 1):
             inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
             with autocast(precision, device):
                 logits = model(task, **inputs)

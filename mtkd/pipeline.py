@@ -29,8 +29,9 @@ from .data import fingerprint_dataset, subsample
 from .errors import CheckpointError, RecipeError
 from .params import resolve_paths
 from .plugins import get_registries
+from .progress import NullProgress, make_progress
 from .recipe import Recipe, content_hash, variation_config
-from .training import Job, TaskData, check_hardware, check_selection, train, write_json_atomic
+from .training import Job, TaskData, check_hardware, check_selection, model_dir, train, write_json_atomic
 
 STAGES = ("teachers", "soft-targets", "student", "evaluate", "report")
 
@@ -69,6 +70,7 @@ class RunContext:
     console: Any
     quiet: bool = False
     timings: dict = field(default_factory=dict)
+    progress: Any = field(default_factory=NullProgress)  # mtkd.progress.RunProgress (main process)
 
     @property
     def state(self):
@@ -230,23 +232,20 @@ def _loggers(ctx: RunContext):
 
 
 def _train_job(ctx: RunContext, job: Job) -> dict:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     r = ctx.recipe.resolved
     if (job.out_dir / "result.json").exists():
+        result = json.loads((job.out_dir / "result.json").read_text())
         loggers = _loggers(ctx) if ctx.state.is_main_process else []
         if loggers:  # a tracker turned on after the job ran: its history goes there once
             from .tracking import backfill
 
             backfill(job.out_dir, job=job.name, loggers=loggers, group=r["logging"]["group"] or r["name"],
                      config={**job.config, "job": job.name})
-        return json.loads((job.out_dir / "result.json").read_text())
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()]
-    quiet = ctx.quiet or not ctx.state.is_main_process
-    with Progress(*columns, console=ctx.console, disable=quiet, transient=False) as progress:
-        return train(job, scaling=r["scaling"], loggers=_loggers(ctx), group=r["logging"]["group"] or r["name"],
-                     progress=progress)
+    else:
+        result = train(job, scaling=r["scaling"], loggers=_loggers(ctx), group=r["logging"]["group"] or r["name"],
+                       progress=ctx.progress if ctx.state.is_main_process else None)
+    # result.json names the kept model folder relative to the job folder; readers get the full path.
+    return {**result, "model": str(model_dir(job.out_dir, result))}
 
 
 # ---------------------------------------------------------------- stages
@@ -503,6 +502,10 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
         write_json_atomic(run_dir / "recipe.json", {"hash": recipe.hash, "recipe": recipe.resolved})
     t0 = time.perf_counter()
     ctx = RunContext(recipe, run_dir, load_tasks(recipe), console, quiet=quiet or recipe.model.logging.quiet)
+    logging_cfg = recipe.resolved["logging"]
+    ctx.progress = make_progress(console, ctx.quiet, every_steps=logging_cfg.get("progress_every_steps"),
+                                 every_seconds=logging_cfg.get("progress_every_seconds"),
+                                 main_process=state.is_main_process)
     ctx.timings["load"] = time.perf_counter() - t0
     for name in force:
         _force(ctx, name)
@@ -514,7 +517,7 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
         trainings.append((_student_cfg(ctx)["training"], "student.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
     for training, where in trainings:  # check what can be checked before hours of training
-        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where)
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=task_objs)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
     if recipe.model.student is not None:
         _objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)

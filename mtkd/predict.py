@@ -17,7 +17,7 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
     from .inference import predict_logits
     from .model import load_model
     from .pipeline import _aggregator, _member_scores, load_tasks, run_dir_for
-    from .training import to_predictions
+    from .training import model_dir, to_predictions
 
     run_dir = run_dir_for(recipe, output)
     ev_path = run_dir / "evaluation.json"
@@ -34,8 +34,9 @@ def write_predictions(recipe, *, which: str = "student", output=None, out_dir: P
 
         ctx = RunContext(recipe, run_dir, load_tasks(recipe), None)
         members = plan_members(ctx)
-        model_dirs = [m.checkpoint or Path(json.loads((run_dir / "teachers" / m.hash / "result.json").read_text())
-                                           ["model"]) for m in members]
+        model_dirs = [m.checkpoint or model_dir(run_dir / "teachers" / m.hash,
+                                                json.loads((run_dir / "teachers" / m.hash / "result.json").read_text()))
+                      for m in members]
         for m, d in zip(members, model_dirs):
             m.model_dir = d  # member_logits loads it if its dev logits are not stored
         if not model_dirs:

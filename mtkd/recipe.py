@@ -76,7 +76,7 @@ class Data(BaseModel):
 
 
 #: Training keys that joined after the first release; see Training._omit_unset_later_keys.
-LATER_TRAINING_KEYS = ("best_tasks",)
+LATER_TRAINING_KEYS = ("best_tasks", "keep", "on_nonfinite")
 
 
 class Training(_Strict):
@@ -99,6 +99,12 @@ class Training(_Strict):
                                                   "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
     best_tasks: list[str] | None = Field(None, description="the tasks whose mean is `score` (default: all); e.g. "
                                                            "leave out a tiny, noisy dev set such as WNLI's")
+    keep: Literal["best", "final", "both"] | None = Field(
+        None, description="model folders a finished job keeps: `best` (default; `final` when nothing was "
+                          "evaluated or best_metric is `final`), `final`, or `both`")
+    on_nonfinite: Literal["stop", "skip"] | None = Field(
+        None, description="a NaN or infinite loss: `stop` the job with an error (default) or `skip` the step "
+                          "(counted in result.json)")
 
     @model_serializer(mode="wrap")
     def _omit_unset_later_keys(self, handler):

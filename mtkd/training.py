@@ -1,13 +1,19 @@
 """The multi-task training loop (MT-DNN), on Hugging Face Accelerate.
 
 One job trains one multi-task model: a teacher member, a student seed, or a hard-label control.
-Readable top to bottom: build, prepare, loop (forward, loss, backward, step), evaluate, save.
-A job folder holds ``checkpoint/`` (resumable state, rewritten atomically), ``best/`` and
-``final/`` (model folders, see ``mtkd.model``), ``result.json`` (written last: the job is done).
+:class:`Trainer` reads top to bottom: prepare; for each epoch, for each batch: step, maybe
+evaluate, maybe checkpoint; finish. Every rank runs the same loop and takes every decision that
+leads to a collective (evaluate, gather, a full state dict, a save) from the same numbers; only
+file writes, logging and progress are left to the main process.
+
+A job folder holds ``checkpoint/`` (resumable state, see ``mtkd.resumable``), ``best/`` and/or
+``final/`` (model folders, see ``mtkd.model``; ``training.keep`` says which stay), ``metrics.jsonl``
+and ``result.json`` (written last: the job is done; its ``model`` names the kept folder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,13 +26,23 @@ from typing import Any
 
 import torch
 
+from . import resumable
 from .data import MultiTaskLoader, tokenize_split
-from .errors import RecipeError
+from .errors import RecipeError, TrainingDiverged
 from .inference import MODEL_INPUTS, predict_logits
-from .launch import check_world_size, world_of_one
 from .model import build_model, copy_encoder_weights, load_model, save_model
 from .plugins import get_registries
+from .progress import NullProgress, RunProgress
 from .scores import glue_score, task_score
+from .strategies import (  # noqa: F401  (check_hardware, fsdp_plugin: re-exported)
+    check_hardware,
+    fsdp_plugin,
+    full_state_dict,
+    is_sharded,
+    linear_schedule,
+    make_accelerator,
+    make_optimizer,
+)
 
 
 class RunInterrupted(Exception):
@@ -71,88 +87,6 @@ def tokenize_job(job: Job, tokenizer) -> dict[str, TaskData]:
                                        dataset=ds) for split, ds in td.evals.items()}
         out[name] = TaskData(td.task, train, evals, td.objective, td.loss_weight, td.soft)
     return out
-
-
-# ---------------------------------------------------------------- accelerator
-
-
-def check_hardware(scaling: dict, training: dict, *, file=None, training_path: str = "training") -> None:
-    """Refuse set-ups that this machine cannot run as asked, before any work starts."""
-    if torch.cuda.is_available():
-        return
-    if training["precision"] == "fp16":
-        raise RecipeError("fp16 on a CPU is about 100x slower than fp32", file=file,
-                          path=f"{training_path}.precision", found="fp16",
-                          expected="fp32 or bf16 on CPU (bf16 autocast is 1.3-1.6x faster here)")
-    if scaling.get("strategy") == "fsdp":
-        # Accelerate runs FSDP only on accelerators; on CPU it would silently wrap the model in plain DDP.
-        raise RecipeError("FSDP needs GPUs: on a CPU Accelerate does not shard the model", file=file,
-                          path="scaling.strategy", found="fsdp",
-                          expected="ddp (or auto) on CPU, or deepspeed (ZeRO has a CPU backend)")
-
-
-#: the recipe's ``scaling.fsdp_sharding`` -> torch's ShardingStrategy name
-FSDP_SHARDING = {"full": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "no_shard": "NO_SHARD"}
-
-
-def fsdp_plugin(scaling: dict):
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    return FullyShardedDataParallelPlugin(sharding_strategy=FSDP_SHARDING[scaling["fsdp_sharding"]])
-
-
-def make_accelerator(scaling: dict, training: dict):
-    """An Accelerator for this job's precision and the recipe's scaling strategy."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs
-
-    precision = training["precision"]
-    cuda = torch.cuda.is_available()
-    check_hardware(scaling, training)
-    strategy = scaling.get("strategy", "auto")
-    # Each job may differ in precision; Accelerate keeps it in a process-wide singleton.
-    AcceleratorState._reset_state()
-    kwargs: dict = {"mixed_precision": {"fp32": "no"}.get(precision, precision),
-                    "gradient_accumulation_steps": training["grad_accum"], "cpu": not cuda}
-    if strategy == "deepspeed":
-        kwargs["cpu"] = False  # Accelerate turns DeepSpeed off under cpu=True; DeepSpeed has a CPU backend
-        world_of_one()
-        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(
-            zero_stage=scaling["zero_stage"], gradient_accumulation_steps=training["grad_accum"],
-            gradient_clipping=training["grad_clip"] or 0.0,
-            offload_optimizer_device="cpu" if scaling["offload"] else "none",
-            offload_param_device="cpu" if scaling["offload"] and scaling["zero_stage"] == 3 else "none")
-    elif strategy == "fsdp":
-        kwargs["fsdp_plugin"] = fsdp_plugin(scaling)
-    else:
-        # A batch holds one task: the other tasks' heads get no gradient in that step.
-        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-    accelerator = Accelerator(**kwargs)
-    check_world_size(accelerator.num_processes)
-    return accelerator
-
-
-def _optimizer(model, training: dict):
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    decay, other = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (other if any(name.endswith(n) for n in no_decay) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": training["weight_decay"]}, {"params": other, "weight_decay": 0.0}]
-    if training["optimizer"] == "adamax":
-        return torch.optim.Adamax(groups, lr=training["lr"], foreach=True)
-    # The fused kernel: ~7x faster per step than the default on CPU (22 vs 157 ms for MiniLM-L6).
-    return torch.optim.AdamW(groups, lr=training["lr"], fused=True)
-
-
-def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -201,6 +135,11 @@ def select_metric(metrics: dict, best_metric: str, best_tasks=None) -> float:
     return metrics[task][metric] if metric else task_score(metrics[task])
 
 
+def improves(value: float, best: float | None) -> bool:
+    """Whether a dev selection value beats the best so far; NaN and infinities never do."""
+    return math.isfinite(value) and (best is None or value > best)
+
+
 def check_selection(training: dict, tasks: dict, *, file=None, training_path: str = "training") -> None:
     """``best_metric`` and ``best_tasks`` name tasks (and metrics) of the run, checked before training."""
     best, names = training["best_metric"], sorted(tasks)
@@ -220,7 +159,9 @@ def check_selection(training: dict, tasks: dict, *, file=None, training_path: st
                           path=f"{training_path}.best_tasks", found=unknown, expected=f"some of {names}")
 
 
-# ---------------------------------------------------------------- state files
+
+
+# ---------------------------------------------------------------- files
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -229,27 +170,21 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a finished temporary folder into place; never leaves no copy at all."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+def model_dir(job_dir, result: dict) -> Path:
+    """The model folder a finished job kept: ``result["model"]`` (``best`` or ``final``) in ``job_dir``.
 
-
-def _recover_checkpoint(ckpt: Path) -> None:
-    """A kill in the middle of ``_replace_dir`` leaves the checkpoint as ``.tmp`` (complete once its
-    trainer_state.json exists, which is written last) or as ``.old``; put it back in place."""
-    if ckpt.exists():
-        return
-    for candidate in (ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")):
-        if (candidate / "trainer_state.json").exists():
-            os.replace(candidate, ckpt)
-            return
+    Results written before 0.2 held a path; it is used when it still exists, else the job's own
+    ``best``/``final`` folder (in that order)."""
+    job_dir = Path(job_dir)
+    named = Path(str(result.get("model") or ""))
+    if named.name and not named.is_absolute() and len(named.parts) == 1:
+        return job_dir / named
+    if named.name and named.is_dir():
+        return named
+    for name in ("best", "final"):
+        if (job_dir / name).is_dir():
+            return job_dir / name
+    return job_dir / (named.name or "final")
 
 
 class _StopFlag:
@@ -277,189 +212,296 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the trainer
 
 
-def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None, progress=None) -> dict:
+@dataclass
+class TrainState:
+    """Everything of a job's progress that a checkpoint keeps (besides weights, optimizer and RNG).
+    Identical on every rank: each rank evaluates the same gathered predictions."""
+
+    step: int = 0
+    epoch: int = 0
+    best: float | None = None  # the selection value of ``best/`` (never NaN)
+    best_step: int | None = None
+    best_metrics: dict | None = None
+    history: list = field(default_factory=list)  # {"step", "epoch", "metrics"} per evaluation
+    train_seconds: float = 0.0
+    skipped_steps: int = 0  # steps dropped for a non-finite loss (training.on_nonfinite: skip)
+    checkpoint_step: int | None = None  # the step of the last resumable checkpoint
+
+
+def train(job: Job, *, scaling: dict, loggers=(), group: str | None = None,
+          progress: RunProgress | None = None) -> dict:
     """Train one job to the end (resuming from its checkpoint if there is one); returns its result."""
-    from accelerate.utils import set_seed
-
-    from .tracking import Tracker
-
-    t = job.training
     result_path = job.out_dir / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    if t.get("num_threads"):
-        torch.set_num_threads(t["num_threads"])
-    accelerator = make_accelerator(scaling, t)
-    main = accelerator.is_main_process
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(job.seed)
+    return Trainer(job, scaling=scaling, loggers=loggers, group=group, progress=progress).run()
 
-    task_objs = {n: td.task for n, td in job.tasks.items()}
-    model = build_model(job.spec, task_objs)
-    if job.init_encoder_from is not None:
-        copy_encoder_weights(model, load_model(job.init_encoder_from))
-    tokenizer = model.encoder.tokenizer
-    pad_id = tokenizer.pad_token_id or 0
-    job = Job(**{**job.__dict__, "tasks": tokenize_job(job, tokenizer)})
 
-    train_sets = {n: td.train for n, td in job.tasks.items() if td.train is not None and len(td.train)}
-    sampler = get_registries().samplers.create(t["sampling"]["type"],
-                                               {k: v for k, v in t["sampling"].items() if k != "type"})
-    loader = MultiTaskLoader(train_sets, sampler, batch_size=t["batch_size"], token_budget=t["token_budget"],
-                             group_by_length=t["group_by_length"], seed=job.seed, pad_token_id=pad_id,
-                             task_types={n: job.tasks[n].task.task_type for n in train_sets},
-                             rank=accelerator.process_index, world_size=accelerator.num_processes,
-                             epochs_hint=t["epochs"])
-    loader.set_epoch(0)
-    ga = t["grad_accum"]
-    steps_per_epoch = math.ceil(len(loader) / ga)
-    total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * len(loader) / ga))
-    optimizer = _optimizer(model, t)
-    scheduler = _linear_schedule(optimizer, int(t["warmup"] * total_steps), total_steps)
-    if accelerator.distributed_type.value == "DEEPSPEED":
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["train_micro_batch_size_per_gpu"] = max(1, t["batch_size"] // accelerator.num_processes)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+class Trainer:
+    """One job on every rank of the world: ``Trainer(job, ...).run()``."""
 
-    state = {"step": 0, "epoch": 0, "loader": loader.state_dict(), "best": None, "best_metrics": None,
-             "history": [], "train_seconds": 0.0}
-    ckpt = job.out_dir / "checkpoint"
-    if main:
-        _recover_checkpoint(ckpt)
-    accelerator.wait_for_everyone()
-    if ckpt.exists():
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        loader.load_state_dict(state["loader"])
+    def __init__(self, job: Job, *, scaling: dict, loggers=(), group=None, progress=None):
+        self.job, self.t = job, job.training
+        self.keep = self.t.get("keep") or "best"
+        self.on_nonfinite = self.t.get("on_nonfinite") or "stop"
+        self.ckpt = job.out_dir / "checkpoint"
+        self.state = TrainState()
+        self.scaling, self.loggers, self.group = scaling, loggers, group
+        self.progress = progress or NullProgress()
 
-    config = {**job.config, "job": job.name}
-    tracker = Tracker(run_dir=job.out_dir, job=job.name, group=group, config=config,
-                      loggers=loggers if main else (), enabled=main)
-    tracker.forget_after(state["step"])  # lines logged after the checkpoint a killed run resumes from
-    eval_every = t["eval_every"]
-    has_evals = any(td.evals for td in job.tasks.values())
-    unwrapped = accelerator.unwrap_model(model)
+    def run(self) -> dict:
+        self.prepare()
+        self.resume()
+        stopped = False
+        with _StopFlag() as stop:
+            while self.state.step < self.total_steps and not stopped:
+                self.loader.set_epoch(self.state.epoch)  # keeps a just-resumed position
+                for task, batch in self.loader:
+                    if not self.train_step(task, batch):
+                        continue  # accumulating gradients
+                    if self.eval_every != "epoch" and self.state.step % self.eval_every == 0:
+                        self.evaluate()
+                    stopped = self.agree(stop.requested)
+                    if stopped or self.state.step % self.t["save_every"] == 0:
+                        self.save_checkpoint()
+                    if stopped or self.state.step >= self.total_steps:
+                        break
+                else:  # the epoch ran out
+                    self.state.epoch += 1
+                    if self.eval_every == "epoch":
+                        self.evaluate()
+        if stopped:
+            self.interrupted()
+        if self.has_evals and (not self.state.history or self.state.history[-1]["step"] != self.state.step):
+            self.evaluate()
+        return self.finish()
 
-    def save_checkpoint():
-        tmp = job.out_dir / "checkpoint.tmp"
-        if main and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if main:
-            write_json_atomic(tmp / "trainer_state.json", {**state, "loader": loader.state_dict()})
-            _replace_dir(tmp, ckpt)
-        accelerator.wait_for_everyone()
+    # -- set-up ----------------------------------------------------------------------------------
 
-    def run_eval():
-        metrics, _ = evaluate(model, job.tasks, batch_size=t["eval_batch_size"], pad_token_id=pad_id,
-                              precision=t["precision"], accelerator=accelerator)
-        if not main:
+    def prepare(self) -> None:
+        from accelerate.utils import set_seed
+
+        from .tracking import Tracker
+
+        job, t = self.job, self.t
+        if t.get("num_threads"):
+            torch.set_num_threads(t["num_threads"])
+        check_hardware(self.scaling, t, tasks={n: td.task for n, td in job.tasks.items() if td.train is not None})
+        self.accelerator = acc = make_accelerator(self.scaling, t)
+        self.main = acc.is_main_process
+        if not self.main:
+            self.progress = NullProgress()
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(job.seed)
+
+        model = build_model(job.spec, {n: td.task for n, td in job.tasks.items()})
+        if job.init_encoder_from is not None:
+            copy_encoder_weights(model, load_model(job.init_encoder_from))
+        self.pad_id = model.encoder.tokenizer.pad_token_id or 0
+        self.tasks = tokenize_job(job, model.encoder.tokenizer)
+        self.has_evals = any(td.evals for td in self.tasks.values())
+        self.eval_every = t["eval_every"]
+
+        train_sets = {n: td.train for n, td in self.tasks.items() if td.train is not None and len(td.train)}
+        sampling = {k: v for k, v in t["sampling"].items() if k != "type"}
+        self.loader = MultiTaskLoader(
+            train_sets, get_registries().samplers.create(t["sampling"]["type"], sampling),
+            batch_size=t["batch_size"], token_budget=t["token_budget"], group_by_length=t["group_by_length"],
+            seed=job.seed, pad_token_id=self.pad_id, task_types={n: self.tasks[n].task.task_type for n in train_sets},
+            rank=acc.process_index, world_size=acc.num_processes, epochs_hint=t["epochs"])
+        self.loader.set_epoch(0)
+        self.steps_per_epoch = math.ceil(len(self.loader) / t["grad_accum"])
+        self.total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * len(self.loader) / t["grad_accum"]))
+
+        optimizer = make_optimizer(model, t)
+        self.scheduler = linear_schedule(optimizer, int(t["warmup"] * self.total_steps), self.total_steps)
+        if acc.distributed_type.value == "DEEPSPEED":
+            ds_config = acc.state.deepspeed_plugin.deepspeed_config
+            ds_config["train_micro_batch_size_per_gpu"] = max(1, t["batch_size"] // acc.num_processes)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.unwrapped = acc.unwrap_model(self.model)
+        self.tracker = Tracker(run_dir=job.out_dir, job=job.name, group=self.group,
+                               config={**job.config, "job": job.name},
+                               loggers=self.loggers if self.main else (), enabled=self.main)
+        self.running_loss, self.running_n, self.step_rows, self.window_bad = 0.0, 0, 0, False
+
+    def resume(self) -> None:
+        """Continue from the job's resumable checkpoint, if it has one (the same on every rank)."""
+        acc = self.accelerator
+        if self.main:
+            resumable.recover(self.ckpt)
+        acc.wait_for_everyone()
+        if (self.ckpt / resumable.STATE_NAME).exists():
+            saved = resumable.load(self.ckpt, accelerator=acc, model=self.model, optimizer=self.optimizer)
+            try:
+                self.state = TrainState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainState)})
+                self.scheduler.load_state_dict(saved["scheduler"])
+                self.loader.load_state_dict(saved["loader"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise resumable._damaged(self.ckpt / resumable.STATE_NAME, exc) from None
+            self.progress.message(f"resuming {self.job.name} from step {self.state.step}")
+        self.tracker.forget_after(self.state.step)  # lines a killed run logged after its checkpoint
+        self.started, self.seconds_before = time.perf_counter(), self.state.train_seconds
+        self.progress.job_started(self.job.name, total_steps=self.total_steps, start_step=self.state.step)
+        self.model.train()
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def train_step(self, task: str, batch: dict) -> bool:
+        """Forward and backward one micro-batch; True when it completed an optimizer step."""
+        acc, td = self.accelerator, self.tasks[task]
+        with acc.accumulate(self.model):
+            inputs = {k: batch[k].to(acc.device) for k in MODEL_INPUTS if k in batch}
+            with acc.autocast():
+                logits = self.model(task, **inputs)
+            soft = batch.get("soft")
+            loss = td.objective(logits.float(), batch["labels"].to(acc.device),
+                                soft.to(acc.device) if soft is not None else None,
+                                progress=self.state.step / self.total_steps) * td.loss_weight
+            value = loss.detach().float().item()
+            if self.agree(not math.isfinite(value)):
+                self.nonfinite(f"loss ({value} on this rank)", task)  # stops, or marks the step to skip
+            else:
+                self.running_loss, self.running_n = self.running_loss + value, self.running_n + 1
+            # Ranks' shares of a global batch may differ by a row; DDP averages the ranks' gradients, so each
+            # mean is weighted by its share: the step is the global batch's mean, as in one process.
+            share = len(batch["labels"]) * acc.num_processes / self.loader.global_rows
+            acc.backward(loss * share if share != 1 else loss)  # also when skipping: DDP expects a backward
+            if acc.sync_gradients:
+                self.optimizer_step(task)
+        self.step_rows += self.loader.global_rows
+        if not acc.sync_gradients:
+            return False
+        self.end_step()
+        return True
+
+    def optimizer_step(self, task: str) -> None:
+        if not self.window_bad and self.t["grad_clip"]:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
+            if norm is not None and not bool(torch.isfinite(torch.as_tensor(norm))):
+                self.nonfinite(f"gradient norm ({float(norm)})", task)  # the same on every rank: reduced
+        if not self.window_bad:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def nonfinite(self, what: str, task: str) -> None:
+        """A NaN/inf loss or gradient on some rank (every rank calls this at the same point)."""
+        if self.on_nonfinite == "skip":
+            self.window_bad = True
             return
-        flat = {f"{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
-        tracker.log({**flat, "dev/score": glue_score(metrics)}, step=state["step"])
-        state["history"].append({"step": state["step"], "epoch": state["epoch"], "metrics": metrics})
+        where = (f"the last resumable checkpoint is {self.ckpt} (step {self.state.checkpoint_step})"
+                 if self.state.checkpoint_step else "no resumable checkpoint was written yet")
+        self.tracker.finish()
+        raise TrainingDiverged(
+            f"{self.job.name}: non-finite {what} at step {self.state.step + 1} (task {task!r}); {where}",
+            hint="lower training.lr (or set training.on_nonfinite: skip to drop such steps)")
+
+    def end_step(self) -> None:
+        """Bookkeeping after an optimizer step: schedule, counters, logging, progress."""
+        state = self.state
+        self.scheduler.step()
+        state.step += 1
+        if self.window_bad:
+            state.skipped_steps += 1
+        self.window_bad = False
+        loss = None
+        if state.step % self.t["log_every"] == 0 or state.step == self.total_steps:
+            local = torch.tensor(self.running_loss / max(1, self.running_n), device=self.accelerator.device)
+            loss = self.accelerator.reduce(local, "mean").item()
+            self.tracker.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}, step=state.step)
+            self.running_loss, self.running_n = 0.0, 0
+        self.progress.job_step(self.job.name, step=state.step, loss=loss, samples=self.step_rows)
+        self.step_rows = 0
+
+    # -- evaluation and saving ------------------------------------------------------------------------
+
+    def evaluate(self) -> None:
+        """Dev metrics on every rank (the same gathered predictions); ``best/`` when they improve."""
+        if not self.has_evals:
+            return
+        state, t = self.state, self.t
+        metrics, _ = evaluate(self.model, self.tasks, batch_size=t["eval_batch_size"], pad_token_id=self.pad_id,
+                              precision=t["precision"], accelerator=self.accelerator)
+        flat = {f"dev/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
+        self.tracker.log({**flat, "dev/score": glue_score(metrics)}, step=state.step)
+        state.history.append({"step": state.step, "epoch": state.epoch, "metrics": metrics})
         if t["best_metric"] == "final":
             return
         value = select_metric(metrics, t["best_metric"], t.get("best_tasks"))
-        if state["best"] is None or value > state["best"]:
-            state["best"], state["best_metrics"] = value, metrics
-            save_model(unwrapped, job.out_dir / "best", state_dict=_full_state_dict(accelerator, model))
+        if improves(value, state.best):
+            state.best, state.best_step, state.best_metrics = value, state.step, metrics
+            if self.keep != "final":
+                self.save_model("best")
 
-    model.train()
-    running, running_n, started = 0.0, 0, time.perf_counter()
-    seconds_at_start = state["train_seconds"]
-    bar = progress.add_task(job.name, total=total_steps, completed=state["step"], loss=float("nan")) \
-        if progress is not None and main else None
-    with _StopFlag() as stop:
-        while state["step"] < total_steps:
-            loader.set_epoch(state["epoch"]) if loader.state_dict()["epoch"] != state["epoch"] else None
-            for task_name, batch in loader:
-                td = job.tasks[task_name]
-                with accelerator.accumulate(model):
-                    inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
-                    with accelerator.autocast():
-                        logits = model(task_name, **inputs)
-                    soft = batch.get("soft")
-                    loss = td.objective(logits.float(), batch["labels"].to(accelerator.device),
-                                        soft.to(accelerator.device) if soft is not None else None,
-                                        progress=state["step"] / total_steps) * td.loss_weight
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and t["grad_clip"]:
-                        accelerator.clip_grad_norm_(model.parameters(), t["grad_clip"])
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                running += loss.detach().float().item()
-                running_n += 1
-                if not accelerator.sync_gradients:
-                    continue
-                scheduler.step()
-                state["step"] += 1
-                state["loader"] = loader.state_dict()
-                if state["step"] % t["log_every"] == 0 or state["step"] == total_steps:
-                    mean = accelerator.reduce(torch.tensor(running / max(1, running_n), device=accelerator.device),
-                                              "mean").item()
-                    tracker.log({"train/loss": mean, "train/lr": scheduler.get_last_lr()[0]}, step=state["step"])
-                    if bar is not None:
-                        progress.update(bar, completed=state["step"], loss=mean)
-                    running, running_n = 0.0, 0
-                elif bar is not None:
-                    progress.update(bar, completed=state["step"])
-                if has_evals and isinstance(eval_every, int) and state["step"] % eval_every == 0:
-                    run_eval()
-                stop_now = _agree(accelerator, stop.requested)
-                if stop_now or state["step"] % t["save_every"] == 0:
-                    state["train_seconds"] = seconds_at_start + time.perf_counter() - started
-                    save_checkpoint()
-                if stop_now:
-                    tracker.finish()
-                    raise RunInterrupted(f"{job.name}: stopped at step {state['step']}; checkpoint saved in {ckpt}")
-                if state["step"] >= total_steps:
-                    break
-            else:  # the epoch ran out
-                state["epoch"] += 1
-                loader.set_epoch(state["epoch"])
-                state["loader"] = loader.state_dict()
-                if has_evals and eval_every == "epoch":
-                    run_eval()
-                continue
-            break
-    state["train_seconds"] = seconds_at_start + time.perf_counter() - started
-    if has_evals and (not state["history"] or state["history"][-1]["step"] != state["step"]):
-        run_eval()
-    full = _full_state_dict(accelerator, model)
-    checksums = _rank_checksums(accelerator, unwrapped)
-    if main:
-        save_model(unwrapped, job.out_dir / "final", state_dict=full)
-        model_dir = "best" if state["best"] is not None else "final"
-        result = {"job": job.name, "steps": state["step"], "epochs": round(state["step"] / max(1, steps_per_epoch), 3),
-                  "steps_per_epoch": steps_per_epoch, "train_seconds": state["train_seconds"],
-                  "best": state["best"], "history": state["history"],
-                  "metrics": state["best_metrics"] if state["best"] is not None else
-                  (state["history"][-1]["metrics"] if state["history"] else None),
-                  "model": str(job.out_dir / model_dir), "world_size": accelerator.num_processes,
-                  "rank_checksums": checksums}
-        write_json_atomic(result_path, result)
-        tracker.summary({"best": state["best"], "train_seconds": state["train_seconds"]})
-        if ckpt.exists():  # the finished job no longer needs its resumable state
-            shutil.rmtree(ckpt)
-    tracker.finish()
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    return json.loads(result_path.read_text())
+    def save_model(self, name: str) -> None:
+        full = full_state_dict(self.accelerator, self.model)  # a collective: every rank
+        if self.main:
+            save_model(self.unwrapped, self.job.out_dir / name, state_dict=full)
+        self.accelerator.wait_for_everyone()
 
+    def save_checkpoint(self) -> None:
+        state = self.state
+        state.train_seconds = self.seconds_before + time.perf_counter() - self.started
+        state.checkpoint_step = state.step
+        tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
+        resumable.save(tmp, accelerator=self.accelerator, model=self.model, optimizer=self.optimizer,
+                       state={**dataclasses.asdict(state), "scheduler": self.scheduler.state_dict(),
+                              "loader": self.loader.state_dict()})
+        if self.main:
+            resumable.replace_dir(tmp, self.ckpt)
+        self.accelerator.wait_for_everyone()
 
-def _agree(accelerator, flag: bool) -> bool:
-    """Every rank stops at the same step if any rank was asked to."""
-    if accelerator.num_processes == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(value, "sum").item() > 0)
+    def agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (a stop request, a non-finite loss)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, "sum").item() > 0)
+
+    # -- the end ------------------------------------------------------------------------------------
+
+    def interrupted(self) -> None:
+        self.tracker.finish()
+        self.progress.job_finished(self.job.name, step=self.state.step)
+        raise RunInterrupted(f"{self.job.name}: stopped at step {self.state.step}; checkpoint saved in {self.ckpt}")
+
+    def finish(self) -> dict:
+        """Check and save the final weights, keep what ``training.keep`` asks, write result.json."""
+        acc, state, out = self.accelerator, self.state, self.job.out_dir
+        state.train_seconds = self.seconds_before + time.perf_counter() - self.started
+        full = full_state_dict(acc, self.model)
+        weights = full if full is not None else self.unwrapped.state_dict()
+        bad = self.main and any(not bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point())
+        if self.agree(bad):
+            self.tracker.finish()
+            raise TrainingDiverged(f"{self.job.name}: the final weights hold NaN or infinite values; no model saved",
+                                   hint="lower training.lr")
+        kept = "best" if state.best is not None and self.keep != "final" else "final"
+        if self.main and (kept == "final" or self.keep == "both"):
+            save_model(self.unwrapped, out / "final", state_dict=full)
+        checksums = _rank_checksums(acc, self.unwrapped)
+        if self.main:
+            last = state.history[-1]["metrics"] if state.history else None
+            write_json_atomic(out / "result.json", {
+                "job": self.job.name, "steps": state.step, "epochs": round(state.step / max(1, self.steps_per_epoch), 3),
+                "steps_per_epoch": self.steps_per_epoch, "train_seconds": state.train_seconds,
+                "best": state.best, "best_step": state.best_step, "history": state.history,
+                "metrics": state.best_metrics if kept == "best" else last,  # those of the kept model
+                "model": kept, "skipped_steps": state.skipped_steps, "world_size": acc.num_processes,
+                "rank_checksums": checksums})
+            self.tracker.summary({"best": state.best, "train_seconds": state.train_seconds})
+            dropped = [self.ckpt] + ([out / "best"] if kept == "final" and self.keep != "both" else [])
+            for folder in dropped:  # the finished job no longer needs them
+                if folder.exists():
+                    shutil.rmtree(folder)
+        self.tracker.finish()
+        self.progress.job_finished(self.job.name, step=state.step)
+        acc.wait_for_everyone()
+        acc.free_memory()
+        return json.loads((out / "result.json").read_text())
 
 
 def _rank_checksums(accelerator, model) -> list[float]:
@@ -469,10 +511,3 @@ def _rank_checksums(accelerator, model) -> list[float]:
     with torch.no_grad():
         value = float(sum(p.double().sum().item() + p.double().abs().sum().item() for p in model.parameters()))
     return gather_object([value]) if accelerator.num_processes > 1 else [value]
-
-
-def _full_state_dict(accelerator, model):
-    """The full (unsharded) weights; collective under FSDP/ZeRO-3, so every rank calls it."""
-    if accelerator.distributed_type.value in ("DEEPSPEED", "FSDP"):
-        return accelerator.get_state_dict(model)
-    return None

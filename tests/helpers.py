@@ -280,13 +280,14 @@ def job_result(out: Path) -> dict:
 
 
 def job_losses(out: Path, job: str = "teacher-0") -> dict[int, float]:
-    """The training loss logged at each step by the single job under ``out``."""
+    """The training loss logged at each step by the single job under ``out`` (keys with or without the job)."""
     rows = [json.loads(line) for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    return {r["step"]: r.get("train/loss", r.get(f"{job}/train/loss")) for r in rows
+            if "train/loss" in r or f"{job}/train/loss" in r}
 
 
 def job_weights(out: Path) -> dict:
-    """The final weights of the single job under ``out``."""
+    """The weights of the model the single job under ``out`` kept (``result.json``'s ``model``)."""
     from safetensors.torch import load_file
 
-    return load_file(str(only_job(out) / "final" / "model.safetensors"))
+    return load_file(str(only_job(out) / job_result(out)["model"] / "model.safetensors"))

@@ -123,7 +123,7 @@ def test_zero2_stops_on_sigterm_and_resumes_to_the_samejob_weights(runs, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     # Resumed, not restarted: the stopped run logged steps 1..k, the re-run k+1..end, none twice.
     logged = [json.loads(line)["step"] for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()
-              if "train/loss" in line]
+              if "train/loss\"" in line]
     assert logged == list(range(1, STEPS + 1))
     assert job_result(out)["rank_checksums"] == job_result(zero2)["rank_checksums"]
     expected, weights = job_weights(zero2), job_weights(out)

@@ -145,7 +145,7 @@ def test_sigterm_stops_both_ranks_at_a_checkpoint_and_the_rerun_resumes_exactly(
     assert done.returncode == 0, done.stderr[-3000:]
     # Resumed, not restarted: the stopped run logged steps 1..k, the re-run k+1..end, none twice.
     logged = [json.loads(line)["step"] for line in (only_job(out) / "metrics.jsonl").read_text().splitlines()
-              if "train/loss" in line]
+              if "train/loss\"" in line]
     assert logged == list(range(1, STEPS + 1))
     assert job_result(out)["rank_checksums"] == job_result(two)["rank_checksums"]
     expected, weights = job_weights(two), job_weights(out)

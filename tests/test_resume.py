@@ -24,7 +24,8 @@ pytestmark = requires_minilm
 
 SAVE_EVERY = 3
 # 32 + 32 training rows in batches of 8: 8 steps an epoch, 24 in all; an eval at each epoch's end.
-TRAINING = {"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "log_every": 1, "save_every": SAVE_EVERY}
+TRAINING = {"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "log_every": 1, "save_every": SAVE_EVERY,
+            "keep": "both"}  # final/ (compared bitwise) beside best/
 
 
 TASKS = [{"name": "rte", "max_train_examples": 32, "max_eval_examples": 16},
@@ -81,7 +82,7 @@ def _start_and_stop(recipe: Path, out: Path, sig: int, *, after_step: int, timeo
 
 def _logged_steps(run_dir: Path) -> list[int]:
     lines = (only_job(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [row["step"] for row in map(json.loads, lines) if "train/loss" in row]
+    return [row["step"] for row in map(json.loads, lines) if "train/loss" in row or "teacher-0/train/loss" in row]
 
 
 def _finish(recipe: Path, out: Path) -> dict:

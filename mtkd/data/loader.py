@@ -89,6 +89,7 @@ class MultiTaskLoader:
         self.epochs_hint = epochs_hint
         self.pad_to_multiple_of = pad_to_multiple_of
         self.epoch, self.position = 0, 0
+        self.global_rows = 0
         self._resumed = False
         self._cache: tuple[int, list[str], dict] | None = None  # (epoch, plan, task -> passes)
 
@@ -165,6 +166,7 @@ class MultiTaskLoader:
             batch = collate(self.views[task][share], self.pad_token_id, task_type=self.task_types[task],
                             pad_to_multiple_of=self.pad_to_multiple_of)
             self.position = step + 1  # counted before yielding: a checkpoint after this step skips it
+            self.global_rows = len(rows)  # the whole batch's examples, over all ranks
             yield task, batch
 
     def state_dict(self) -> dict:
@@ -181,7 +183,7 @@ class MultiTaskLoader:
 
 def eval_batches(dataset, *, batch_size: int, pad_token_id: int, rank: int = 0, world_size: int = 1,
                  sort_by_length: bool = True, task_type: str | None = None,
-                 pad_to_multiple_of: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                 pad_to_multiple_of: int | None = None, equal_shards: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's share of ``dataset`` in padded batches, each example on exactly one rank.
 
     ``eval_batches(dataset, *, batch_size, pad_token_id, rank=0, world_size=1, sort_by_length=True,
@@ -193,6 +195,10 @@ def eval_batches(dataset, *, batch_size: int, pad_token_id: int, rank: int = 0, 
     different number of batches: gather once at the end (``accelerate.utils.gather_object`` or
     ``torch.distributed.all_gather_object``), not per batch. Each batch is ``collate``'s dict
     plus ``positions`` (long [B]: row positions in ``dataset``) for ``gather_predictions``.
+
+    ``equal_shards=True`` pads every rank's share to ``ceil(N / world_size)`` rows by repeating one
+    of its rows with position -1 (``gather_predictions`` drops those), so every rank runs the same
+    number of forward passes: a sharded model (FSDP, ZeRO-3) gathers weights in every one of them.
     """
     view = _batch_view(dataset)
     n = len(view)
@@ -201,10 +207,16 @@ def eval_batches(dataset, *, batch_size: int, pad_token_id: int, rank: int = 0, 
     else:
         order = np.arange(n)
     mine = order[rank::world_size]
+    positions_of = mine
+    if equal_shards and n:
+        per_rank = -(-n // world_size)
+        filler = mine[-1] if len(mine) else order[0]
+        mine = np.concatenate([mine, np.full(per_rank - len(mine), filler, dtype=mine.dtype)])
+        positions_of = np.concatenate([positions_of, np.full(len(mine) - len(positions_of), -1, dtype=mine.dtype)])
     for start in range(0, len(mine), batch_size):
-        positions = mine[start:start + batch_size].tolist()
-        batch = collate(view[positions], pad_token_id, task_type=task_type, pad_to_multiple_of=pad_to_multiple_of)
-        batch["positions"] = torch.tensor(positions, dtype=torch.long)
+        rows = mine[start:start + batch_size].tolist()
+        batch = collate(view[rows], pad_token_id, task_type=task_type, pad_to_multiple_of=pad_to_multiple_of)
+        batch["positions"] = torch.tensor(positions_of[start:start + batch_size].tolist(), dtype=torch.long)
         yield batch
 
 
@@ -212,7 +224,7 @@ def gather_predictions(parts, *, num_examples: int | None = None):
     """Put outputs from all batches of all ranks back in data-set order.
 
     ``parts`` is a list of ``(positions, outputs)`` pairs (tensors, arrays or lists; outputs with
-    a leading dimension matching positions). Returns the outputs stacked in position order, as a
+    a leading dimension matching positions; position -1 marks padding, dropped). Returns the outputs stacked in position order, as a
     tensor when the outputs were tensors, else a numpy array. Raises ``ValueError`` when a
     position is repeated or missing (checked against ``range(num_examples)`` when given).
     """
@@ -226,6 +238,10 @@ def gather_predictions(parts, *, num_examples: int | None = None):
         outputs = np.concatenate([np.asarray(o) for _, o in parts])
     if len(positions) != len(outputs):
         raise ValueError(f"{len(positions)} positions but {len(outputs)} outputs")
+    real = positions >= 0
+    if not real.all():  # the padding of equal shards
+        positions, outputs = positions[real], outputs[torch.from_numpy(real) if isinstance(outputs, torch.Tensor)
+                                                      else real]
     order = np.argsort(positions, kind="stable")
     ordered = positions[order]
     repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
