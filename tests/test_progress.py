@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 
+from helpers import pipeline_recipe, requires_minilm, run_mtkd
 from rich.console import Console
 
 from mtkd.progress import NullProgress, PlainProgress, RichProgress, make_progress
@@ -157,3 +158,25 @@ def test_quiet_says_nothing(capsys):
     p.job_finished("t", step=3)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@requires_minilm
+def test_a_run_piped_to_a_file_writes_progress_lines(tmp_path):
+    """stderr is a pipe (SLURM, nohup, CI): plain lines per N steps, none of rich's bars, and -q silences them."""
+    recipe = pipeline_recipe(tmp_path, tasks=[{"name": "rte", "max_train_examples": 48, "max_eval_examples": 8}],
+                             teachers={"members": [{"seed": 1}]}, student={"seeds": [2], "control": True},
+                             training={"epochs": 1, "batch_size": 8, "log_every": 2, "num_threads": 1},
+                             logging={"progress_every_steps": 2})
+    done = run_mtkd(["recipe", "run", recipe], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    for job in ("teacher-0", "student-s2", "control-s2"):
+        mine = [line for line in lines if f" {job} (job " in line]
+        assert any("starting, 6 steps" in line for line in mine), job
+        assert [line.split(": step ")[1].split()[0] for line in mine if ": step " in line] == ["2/6", "4/6"], job
+        assert "loss " in mine[-2]  # a logged loss by step 4 (log_every 2)
+        assert "done at step 6/6" in mine[-1], job
+    assert not any("nan" in line.lower() for line in lines)
+    assert "\x1b[" not in done.stderr  # no terminal control codes in a file
+    again = run_mtkd(["recipe", "run", recipe, "-q"], timeout=300)
+    assert again.returncode == 0 and again.stderr.strip() == "", again.stderr[-2000:]
