@@ -135,3 +135,16 @@ def test_validate_reports_every_bad_component_at_once(tmp_path):
     assert result.output.count("Error in") == 3
     for expected in ("did you mean 'label_smoothing'", "teachers.aggregation.temperature", "logging.trackers[0].mode"):
         assert expected in result.output, expected
+
+
+def test_init_from_base_writes_a_recipe_that_validates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("recipe", "init", "--from", "base", "mine.yaml").exit_code == 0
+    text = (tmp_path / "mine.yaml").read_text()
+    assert text.splitlines()[0].startswith("# A starting recipe") and "extends: mtkd:base.yaml" in text
+    assert "name: mine" in text
+    result = run_cli("recipe", "validate", "mine.yaml")
+    assert result.exit_code == 0, result.output
+    assert run_cli("recipe", "init", "mine.yaml").exit_code == 2  # never overwritten silently
+    assert run_cli("recipe", "init", "--force", "mine.yaml").exit_code == 0
+    assert "extends: mtkd:quickstart.yaml" in (tmp_path / "mine.yaml").read_text()
