@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Why does (or doesn't) the same-size student beat its hard-label control? Variations of experiment A
 # (recipes/minilm-glue-kd.yaml), each a --set on the committed recipe. They share one run folder, so
-# teachers, soft targets and controls are reused wherever only the student changes; each variation's
-# metrics.json is copied to docs/results/sweep-<label>.metrics.json. Usage:
+# teachers, soft targets and controls are reused wherever only the student changes; each variation is a recipe
+# version kept in RUN_DIR/reports/<hash>/, listed with `mtkd runs list` and compared (per-task deltas against the
+# first label) with `mtkd runs compare`, also written to docs/results/sweep.json. Usage:
 #   bash benchmarks/reproduction_sweep.sh [RUN_DIR] [LABEL...]     (default: runs/minilm-glue-kd-A, all labels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,16 @@ ALPHA_08=(--set 'student.objective.classification.alpha=0.8')
 FIVE_SEEDS=(--set 'student.seeds=[11, 12, 13, 14, 15]')
 SMALL=(--set 'student.encoder.num_layers=3' --set 'student.init_from_teacher=0')
 
+VERSIONS=()
 run() {
   local label=$1; shift
   local start=$SECONDS
   echo "== $label: $MTKD recipe run $RECIPE --output $OUT -q $*"
   "$MTKD" recipe run "$RECIPE" --output "$OUT" -q "$@"
-  cp "$OUT/metrics.json" "docs/results/sweep-$label.metrics.json"
-  echo "== $label: $((SECONDS - start)) s"
+  local hash
+  hash=$("$MTKD" recipe show "$RECIPE" "$@" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])')
+  VERSIONS+=("$OUT@$hash")
+  echo "== $label: version $hash, $((SECONDS - start)) s"
 }
 
 for label in $LABELS; do
@@ -45,3 +49,9 @@ for label in $LABELS; do
     *) echo "unknown label: $label" >&2; exit 2 ;;
   esac
 done
+
+"$MTKD" runs list "$OUT"
+if [ ${#VERSIONS[@]} -ge 2 ]; then
+  "$MTKD" runs compare "${VERSIONS[@]}"
+  "$MTKD" runs compare "${VERSIONS[@]}" --json > docs/results/sweep.json
+fi

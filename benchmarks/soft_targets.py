@@ -4,7 +4,7 @@ K MiniLM-L6 teachers (pretrained encoder, randomly initialised heads with differ
 here is the inference cost) score the same SST-2 training subsample. Both sides use the very same model
 objects, loaded before the clock starts, the same batch size, precision and thread count.
 
-- ``mtkd``: what the pipeline's soft-target stage does per member (``mtkd.pipeline.member_logits``):
+- ``mtkd``: what the pipeline's soft-target stage does per member (the logits stage, ``mtkd.stages.units.run_logits``):
   ``tokenize_split`` with its on-disk cache (a fresh cache folder each round; the cache key includes the
   tokenizer's folder, so each teacher loaded from its own checkpoint tokenises once, as in the pipeline),
   ``predict_logits`` (length-sorted, dynamically padded batches), each member's logits stored as

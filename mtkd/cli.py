@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import MtkdError
+from .stages.graph import STAGE_NAMES
 
 console = Console(stderr=True)
 out = Console()
@@ -302,22 +303,22 @@ def recipe_init(path, start, force):
 @click.argument("file", type=click.Path(path_type=Path))
 @set_option
 @plugin_option
-@click.option("--stage", type=click.Choice(["teachers", "soft-targets", "student", "evaluate", "report"]),
-              help="Run only this stage (earlier stages must have run).")
-@click.option("--force", multiple=True, type=click.Choice(["teachers", "soft-targets", "student", "evaluate",
-                                                           "report"]), help="Redo this stage (repeatable).")
+@click.option("--stage", type=click.Choice(STAGE_NAMES),
+              help="Run only this stage (the stages it consumes must have run).")
+@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES),
+              help="Redo this stage and every stage that consumes it (repeatable).")
 @click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
 @click.option("--nproc", type=int, default=None, help="Start this many processes (torchrun-style, gloo on CPU).")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the final table (no headings, bars, progress lines or wandb output).")
 def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
-    """Run a recipe: teachers -> soft targets -> student -> evaluation -> report.
+    """Run a recipe: teachers -> logits -> soft targets -> student, control -> evaluation -> report.
 
-    Every stage is cached by the hash of what it depends on; re-running reuses finished work,
-    and a stopped run resumes from its last checkpoint.
+    Every stage unit is keyed by the recipe settings that change it and the content of what it
+    consumes; re-running reuses finished, intact work, and a stopped run resumes from its last checkpoint.
     """
     from .launch import maybe_relaunch
-    from .pipeline import run_pipeline
     from .recipe import load_recipe
+    from .stages import run_pipeline
     from .training import RunInterrupted
 
     if quiet:  # wandb prints its banner and sync lines itself: its own switch, inherited by workers
@@ -339,22 +340,145 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
         sys.exit(130)
 
 
+def model_options(f):
+    f = click.option("--seed", type=int, default=None,
+                     help="Which student/control seed (default: the recipe's first).")(f)
+    f = click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
+                     help="student, control, ensemble or teacher:NAME, of this recipe version.")(f)
+    return click.option("--output", type=click.Path(),
+                        help="The recipe's run folder (default: <output_dir>/<recipe name>).")(f)
+
+
+def chosen_model(source, role, seed, output, overrides, plugins):
+    """The model of ``role`` in the recipe version SOURCE names (a recipe file or a run folder)."""
+    from .stages.models import choose_model, open_source
+
+    recipe, run_dir = open_source(source, overrides, plugins, output)
+    return choose_model(recipe, run_dir, role, seed)
+
+
 @cli.command("predict")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--model", "which", type=click.Choice(["student", "ensemble"]), default="student", show_default=True)
-@click.option("--output", type=click.Path(), help="The recipe's run folder (default: <output_dir>/<recipe name>).")
+@click.argument("source", type=click.Path(path_type=Path))
+@model_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write submission files (default: RUN/submission-<model>).")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Write the submission even if bad test rows were skipped (data.on_bad_rows: skip).")
 @set_option
 @plugin_option
-def predict(file, which, output, out_dir, overrides, plugins):
-    """Write GLUE-style submission files (and a zip) for the test splits, from the student or the ensemble."""
-    from .predict import write_predictions
-    from .recipe import load_recipe
+def predict(source, role, seed, output, out_dir, allow_incomplete, overrides, plugins):
+    """Write GLUE-style submission files (and a zip) for the test splits.
 
-    r = load_recipe(file, overrides, extra_plugins=plugins)
-    zip_path = write_predictions(r, which=which, output=output, out_dir=out_dir)
+    SOURCE is a recipe file or a run folder; the model is that recipe version's.
+    """
+    from .predict import write_predictions
+
+    chosen = chosen_model(source, role, seed, output, overrides, plugins)
+    zip_path = write_predictions(chosen, out_dir=out_dir, allow_incomplete=allow_incomplete)
     out.print(f"[green]wrote[/] {zip_path}", highlight=False)
+
+
+@cli.command("evaluate")
+@click.argument("source", type=click.Path(path_type=Path))
+@model_options
+@click.option("--split", default="validation", show_default=True,
+              help="Any split with labels (a labelled test split too).")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task with SPLIT).")
+@click.option("--json", "as_json", is_flag=True, help="Print {task: {metric: value}} as JSON.")
+@set_option
+@plugin_option
+def evaluate(source, role, seed, output, split, tasks, as_json, overrides, plugins):
+    """Score a model of a recipe version on a labelled split (metrics x100)."""
+    from .predict import evaluate_split
+    from .scores import task_score
+
+    chosen = chosen_model(source, role, seed, output, overrides, plugins)
+    metrics = evaluate_split(chosen, split, list(tasks) or None)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    table = Table(title=f"{role}{f' seed {chosen.seed}' if chosen.seed is not None else ''} on {split}")
+    for col in ("task", "score", "metrics"):
+        table.add_column(col)
+    for task, m in metrics.items():
+        table.add_row(task, f"{task_score(m):.2f}", ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+    out.print(table)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@cli.group()
+def runs():
+    """The recipe versions kept in run folders."""
+
+
+def _fmt_score(v):
+    return "—" if v is None else f"{v:.2f}"
+
+
+@runs.command("list")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+def runs_list(run_dir, as_json):
+    """List the versions in RUN_DIR (default: every run folder under ./runs) with their scores."""
+    from .stages.versions import find_run_dirs, read_versions, scores
+
+    dirs = find_run_dirs(run_dir or Path("runs"))
+    if not dirs:
+        raise MtkdError("no run folder with finished versions", file=run_dir or "runs",
+                        hint="run a recipe to the end first (mtkd recipe run RECIPE)")
+    rows = [{**{k: v for k, v in version.items() if k not in ("recipe", "metrics")},
+             "scores": scores(version["metrics"])} for d in dirs for version in read_versions(d)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="recipe versions (GLUE-style scores, x100)")
+    for col in ("run", "hash", "date", "differs", "student", "control", "ensemble", "teachers"):
+        table.add_column(col, no_wrap=col in ("hash", "run"))
+    for r in rows:
+        differs = "; ".join(f"{k}={v}" for k, v in r["differs"].items()) or " ".join(r["overrides"]) or "—"
+        table.add_row(Path(r["run_dir"]).name, r["hash"] + (" *" if r["latest"] else ""), r["created"] or "—",
+                      escape(differs), *(_fmt_score(r["scores"][k]) for k in ("student", "control", "ensemble",
+                                                                              "teachers")))
+    out.print(table)
+    out.print("[dim]* the run folder's latest version (its top-level report)[/]")
+
+
+@runs.command("compare")
+@click.argument("versions", nargs=-1, required=True)
+@click.option("--model", "role", default="student", show_default=True,
+              type=click.Choice(["student", "control", "ensemble", "teachers"]))
+@click.option("--json", "as_json", is_flag=True, help="Print scores and deltas as JSON.")
+def runs_compare(versions, role, as_json):
+    """Per-task scores of two or more versions and their deltas to the first.
+
+    Each VERSION is a run folder (its latest version), RUN_DIR@HASH (a hash prefix) or RUN_DIR/reports/HASH.
+    """
+    from .stages.versions import compare
+
+    if len(versions) < 2:
+        raise MtkdError("give two or more versions to compare", expected="RUN_DIR[@HASH] RUN_DIR[@HASH] ...",
+                        found=list(versions))
+    result = compare(list(versions), role)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    labels = [v["label"] for v in result["versions"]]
+    table = Table(title=f"{role} scores (x100); deltas against {labels[0]}")
+    table.add_column("task")
+    for i, label in enumerate(labels):
+        table.add_column(label + ("" if i == 0 else " (Δ)"), justify="right")
+    for task, values in result["scores"].items():
+        cells = [_fmt_score(values[0])]
+        for v, d in zip(values[1:], result["deltas"][task][1:]):
+            cells.append(_fmt_score(v) + ("" if d is None else f" ({d:+.2f})"))
+        table.add_row(task, *cells)
+    out.print(table)
+    for v in result["versions"]:
+        if v["differs"]:
+            out.print(f"[dim]{escape(v['label'])}: " + escape("; ".join(f"{k}={x}" for k, x in v["differs"].items()))
+                      + "[/]", highlight=False)
 
 
 def _register_plugin_commands() -> None:

@@ -124,15 +124,19 @@ class _Bookkeeping:
         self.works: dict[str, _Work] = {}
         self.started: list[str] = []  # job names in the order they first started (a resumed job keeps its number)
         self.stage_to_run: list[str] = []
+        self.stage_started: list[str] = []  # jobs started since the last stage heading
         self.job_seconds: list[float] = []  # wall time of each job that ran to its end here
 
     def _new_job(self, job: str, total_steps: int, start_step: int) -> _Job:
         if job not in self.started:
             self.started.append(job)
+        if job not in self.stage_started:
+            self.stage_started.append(job)
         if self.total_jobs:
             index, of = self.started.index(job) + 1, self.total_jobs
-        elif job in self.stage_to_run:  # no plan for the whole run: count within the stage
-            index, of = self.stage_to_run.index(job) + 1, len(self.stage_to_run)
+        elif self.stage_to_run:  # no plan for the whole run: count within the stage (its units may be labelled
+            # otherwise than its jobs are named, e.g. "student seed 3" for student-s3)
+            index, of = self.stage_started.index(job) + 1, max(len(self.stage_to_run), len(self.stage_started))
         else:
             index, of = self.started.index(job) + 1, None
         js = _Job(job, total_steps, start_step, self.clock(), index, of)
@@ -146,7 +150,7 @@ class _Bookkeeping:
         return len(to_run) * sum(self.job_seconds) / len(self.job_seconds)
 
     def _heading(self, name: str, cached: list[str], to_run: list[str]) -> str:
-        self.stage_to_run = list(to_run)
+        self.stage_to_run, self.stage_started = list(to_run), []
         parts = []
         if cached:
             parts.append(f"{len(cached)} cached ({', '.join(cached)})")

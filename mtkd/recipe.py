@@ -403,8 +403,9 @@ def _set_at(data, parts, value):
 class Recipe:
     """A validated recipe. ``model`` is the pydantic object, ``resolved`` the plain dict."""
 
-    def __init__(self, model: RecipeModel, resolved: dict, file: Path | None):
+    def __init__(self, model: RecipeModel, resolved: dict, file: Path | None, overrides=()):
         self.model = model
+        self.overrides = tuple(overrides)  # the --set assignments it was loaded with
         self.resolved = resolved
         self.file = file
         self.base_dir = file.parent if file else Path.cwd()
@@ -450,7 +451,9 @@ def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     set_paths = []
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
-    return validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins)
+    recipe = validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins)
+    recipe.overrides = tuple(overrides)
+    return recipe
 
 
 def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=()) -> Recipe:
@@ -579,51 +582,137 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
         _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
                    file=file, path="teachers.regression_aggregation")
         for i, member in enumerate(t.members):
-            _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys)
+            _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
+                                resolved["teachers"]["members"][i])
+        _check_members(model, resolved, file)
     if model.student is not None:
         s = model.student
-        _validate_variation(model, resolved, s, "student", file, check_task_keys)
+        _validate_variation(model, resolved, s, "student", file, check_task_keys, resolved["student"])
+        for j, seed in enumerate(s.seeds or []):
+            if seed in (s.seeds or [])[:j]:
+                raise RecipeError(f"student seed {seed} is listed twice", file=file, path=f"student.seeds[{j}]",
+                                  expected="distinct seeds", found=seed,
+                                  hint="a seed listed twice is trained once and counted twice in mean ± std")
         for kind in ("classification", "regression"):
             _component(reg.losses, getattr(s.objective, kind), resolved["student"]["objective"], kind, file=file,
                        path=f"student.objective.{kind}")
         if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
             raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
                               expected="the index of a member in teachers.members", found=s.init_from_teacher)
+    _check_temperature(model, resolved, file)
 
 
-def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str, file, check_task_keys) -> None:
-    """A member or the student overrides parts of the base set-up: validate the merged result."""
+def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str, file, check_task_keys,
+                        target: dict) -> None:
+    """A member or the student overrides parts of the base set-up: validate the merged result with the base's
+    models and store the override coerced in ``target`` (its resolved entry). A component whose ``type``
+    changes is stored whole, with the new type's defaults; otherwise only the keys the override gives."""
     reg = get_registries()
-    if variation.encoder:
-        merged = deep_merge(resolved["encoder"], variation.encoder)
+
+    def component(registry, base: dict, override: dict, where: str) -> dict:
+        new_type = override.get("type") not in (None, base.get("type"))
+        merged = copy.deepcopy(override) if new_type else deep_merge(base, override)
         try:
-            enc = Component.model_validate(merged)
+            comp = Component.model_validate(merged)
         except ValidationError as exc:
-            raise recipe_error(exc, file=file, prefix=f"{path}.encoder") from None
-        reg.encoders.validate_params(enc.type, enc.params, file=file, path=f"{path}.encoder")
+            raise recipe_error(exc, file=file, prefix=where) from None
+        params = registry.validate_params(comp.type, comp.params, file=file, path=where)
+        full = {"type": comp.type, **params.model_dump(mode="json")}
+        if comp.type != base.get("type"):
+            return full
+        return {k: full[k] for k in override if k in full}
+
+    if variation.encoder:
+        target["encoder"] = component(reg.encoders, resolved["encoder"], variation.encoder, f"{path}.encoder")
     if variation.heads:
         check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
-        for key, spec in variation.heads.items():
-            base = resolved["heads"].get(key, resolved["heads"]["default"])
-            merged = deep_merge(base, spec)
-            reg.heads.validate_params(merged.get("type"), {k: v for k, v in merged.items() if k != "type"},
-                                      file=file, path=f"{path}.heads.{key}")
+        target["heads"] = {key: component(reg.heads, resolved["heads"].get(key, resolved["heads"]["default"]), spec,
+                                          f"{path}.heads.{key}")
+                           for key, spec in variation.heads.items()}
     if variation.training:
         merged = deep_merge(resolved["training"], variation.training)
         try:
-            Training.model_validate(merged)
+            training = Training.model_validate(merged).model_dump(mode="json")
         except ValidationError as exc:
             raise recipe_error(exc, file=file, prefix=f"{path}.training", model=Training) from None
+        coerced = {k: training[k] for k in variation.training if k in training}
+        if isinstance(variation.training.get("sampling"), dict):
+            coerced["sampling"] = component(reg.samplers, resolved["training"]["sampling"],
+                                            variation.training["sampling"], f"{path}.training.sampling")
+        target["training"] = coerced
+
+
+def _check_members(model: RecipeModel, resolved: dict, file) -> None:
+    """Two members with one name, or the same member twice, would be counted twice in the report."""
+    members = model.teachers.members
+    names: dict = {}
+    seen: dict = {}
+    recipe = Recipe(model, resolved, Path(file) if file else None)
+    for i, m in enumerate(members):
+        name = m.name or f"teacher-{i}"
+        if name in names:
+            raise RecipeError(f"two teacher members are named {name!r}", file=file, path=f"teachers.members[{i}].name",
+                              expected=f"a name other than members[{names[name]}]'s", found=name)
+        names[name] = i
+        seed = m.seed if m.seed is not None else model.seed + i
+        same = content_hash({"checkpoint": m.checkpoint} if m.checkpoint else
+                            {"config": variation_config(recipe, i), "seed": seed, "bootstrap": m.bootstrap})
+        if same in seen:
+            raise RecipeError(f"teacher member {i} is identical to member {seen[same]} (same set-up and seed)",
+                              file=file, path=f"teachers.members[{i}]",
+                              expected="members that differ (another seed, set-up or checkpoint)",
+                              hint="it would be trained once and counted twice in the report's mean ± std")
+        seen[same] = i
+
+
+def _soft_temperatures(spec, where: str):
+    """(path, temperature) of every loss in an objective that softens the student's logits."""
+    if not isinstance(spec, dict):
+        return
+    if spec.get("type"):
+        try:
+            field = get_registries().losses.get(spec["type"]).params.model_fields.get("temperature")
+        except Exception:  # noqa: BLE001 - an unknown type was reported by its own check
+            field = None
+        if "temperature" in spec or field is not None:
+            yield where, spec.get("temperature", getattr(field, "default", None))
+    for key, value in spec.items():
+        if isinstance(value, dict) and value.get("type"):
+            yield from _soft_temperatures(value, f"{where}.{key}")
+
+
+def _check_temperature(model: RecipeModel, resolved: dict, file) -> None:
+    """The teachers are softened at the aggregation's temperature; the student must be compared at the same one."""
+    if model.teachers is None or model.student is None or model.student.soft_targets:
+        return
+    teacher_t = resolved["teachers"]["aggregation"].get("temperature")
+    if teacher_t is None:
+        return
+    for where, t in _soft_temperatures(resolved["student"]["objective"]["classification"],
+                                       "student.objective.classification"):
+        if t != teacher_t:
+            raise RecipeError(
+                "the student is compared at another temperature than the teachers are softened at", file=file,
+                path=f"{where}.temperature", expected=f"{teacher_t} (teachers.aggregation.temperature)", found=t,
+                hint=f"use one temperature for both, e.g. teachers.aggregation.temperature: {t} and "
+                     f"{where}.temperature: {t}")
 
 
 def variation_config(recipe: Recipe, variation) -> dict:
-    """The encoder, heads and training of a member or the student: the base set-up with its overrides."""
+    """The encoder, heads and training of a member (its index) or the student (``"student"``): the base set-up
+    with its validated, coerced overrides."""
     r = recipe.resolved
-    encoder = deep_merge(r["encoder"], variation.encoder or {})
+    if variation == "student":
+        v = r["student"]
+    elif isinstance(variation, int):
+        v = r["teachers"]["members"][variation]
+    else:  # a pydantic Member/Student (its overrides as written)
+        v = {"encoder": variation.encoder, "heads": variation.heads, "training": variation.training}
+    encoder = deep_merge(r["encoder"], v.get("encoder") or {})
     heads = copy.deepcopy(r["heads"])
-    for key, spec in (variation.heads or {}).items():
+    for key, spec in (v.get("heads") or {}).items():
         heads[key] = deep_merge(heads.get(key, heads["default"]), spec)
-    training = deep_merge(r["training"], variation.training or {})
+    training = deep_merge(r["training"], v.get("training") or {})
     return {"encoder": encoder, "heads": heads, "training": training}
 
 

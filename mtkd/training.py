@@ -35,13 +35,16 @@ from .plugins import get_registries
 from .progress import NullProgress, RunProgress
 from .scores import glue_score, task_score
 from .strategies import (  # noqa: F401  (check_hardware, fsdp_plugin: re-exported)
+    AbsentHeads,
     check_hardware,
+    configure_deepspeed,
     fsdp_plugin,
     full_state_dict,
     is_sharded,
     linear_schedule,
     make_accelerator,
     make_optimizer,
+    whole_models,
 )
 
 
@@ -290,43 +293,50 @@ class Trainer:
         if t.get("num_threads"):
             torch.set_num_threads(t["num_threads"])
         check_hardware(self.scaling, t, tasks={n: td.task for n, td in job.tasks.items() if td.train is not None})
+        set_seed(job.seed)
+        with whole_models():  # built whole and seeded, before the Accelerator: prepare shards it
+            model = build_model(job.spec, {n: td.task for n, td in job.tasks.items()})
+            if job.init_encoder_from is not None:
+                copy_encoder_weights(model, load_model(job.init_encoder_from))
         self.accelerator = acc = make_accelerator(self.scaling, t)
         self.main = acc.is_main_process
         if not self.main:
             self.progress = NullProgress()
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        set_seed(job.seed)
-
-        model = build_model(job.spec, {n: td.task for n, td in job.tasks.items()})
-        if job.init_encoder_from is not None:
-            copy_encoder_weights(model, load_model(job.init_encoder_from))
         self.pad_id = model.encoder.tokenizer.pad_token_id or 0
         self.tasks = tokenize_job(job, model.encoder.tokenizer)
         self.has_evals = any(td.evals for td in self.tasks.values())
         self.eval_every = t["eval_every"]
 
-        train_sets = {n: td.train for n, td in self.tasks.items() if td.train is not None and len(td.train)}
-        sampling = {k: v for k, v in t["sampling"].items() if k != "type"}
-        self.loader = MultiTaskLoader(
-            train_sets, get_registries().samplers.create(t["sampling"]["type"], sampling),
-            batch_size=t["batch_size"], token_budget=t["token_budget"], group_by_length=t["group_by_length"],
-            seed=job.seed, pad_token_id=self.pad_id, task_types={n: self.tasks[n].task.task_type for n in train_sets},
-            rank=acc.process_index, world_size=acc.num_processes, epochs_hint=t["epochs"])
-        self.loader.set_epoch(0)
+        self.loader = self.make_loader()
         self.steps_per_epoch = math.ceil(len(self.loader) / t["grad_accum"])
         self.total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * len(self.loader) / t["grad_accum"]))
 
         optimizer = make_optimizer(model, t)
         self.scheduler = linear_schedule(optimizer, int(t["warmup"] * self.total_steps), self.total_steps)
-        if acc.distributed_type.value == "DEEPSPEED":
-            ds_config = acc.state.deepspeed_plugin.deepspeed_config
-            ds_config["train_micro_batch_size_per_gpu"] = max(1, t["batch_size"] // acc.num_processes)
+        deepspeed, multi_task = acc.distributed_type.value == "DEEPSPEED", len(self.loader.views) > 1
+        if deepspeed:
+            configure_deepspeed(acc, t, multi_task=multi_task)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
+        self.absent_heads = AbsentHeads(self.optimizer) if deepspeed and multi_task else None
+        self.window_heads: set[str] = set()
         self.tracker = Tracker(run_dir=job.out_dir, job=job.name, group=self.group,
                                config={**job.config, "job": job.name},
                                loggers=self.loggers if self.main else (), enabled=self.main)
         self.running_loss, self.running_n, self.step_rows, self.window_bad = 0.0, 0, 0, False
+
+    def make_loader(self) -> MultiTaskLoader:
+        t, acc = self.t, self.accelerator
+        train_sets = {n: td.train for n, td in self.tasks.items() if td.train is not None and len(td.train)}
+        sampling = {k: v for k, v in t["sampling"].items() if k != "type"}
+        loader = MultiTaskLoader(
+            train_sets, get_registries().samplers.create(t["sampling"]["type"], sampling),
+            batch_size=t["batch_size"], token_budget=t["token_budget"], group_by_length=t["group_by_length"],
+            seed=self.job.seed, pad_token_id=self.pad_id, rank=acc.process_index, world_size=acc.num_processes,
+            task_types={n: self.tasks[n].task.task_type for n in train_sets}, epochs_hint=t["epochs"])
+        loader.set_epoch(0)
+        return loader
 
     def resume(self) -> None:
         """Continue from the job's resumable checkpoint, if it has one (the same on every rank)."""
@@ -369,7 +379,11 @@ class Trainer:
             # Ranks' shares of a global batch may differ by a row; DDP averages the ranks' gradients, so each
             # mean is weighted by its share: the step is the global batch's mean, as in one process.
             share = len(batch["labels"]) * acc.num_processes / self.loader.global_rows
+            self.window_heads.add(self.unwrapped.head_name(task))
+            saved = self.absent_heads.save(self.window_heads) if self.absent_heads and acc.sync_gradients else None
             acc.backward(loss * share if share != 1 else loss)  # also when skipping: DDP expects a backward
+            if saved is not None:  # DeepSpeed stepped inside backward
+                self.absent_heads.restore(saved)
             if acc.sync_gradients:
                 self.optimizer_step(task)
         self.step_rows += self.loader.global_rows
@@ -403,6 +417,7 @@ class Trainer:
         """Bookkeeping after an optimizer step: schedule, counters, logging, progress."""
         state = self.state
         self.scheduler.step()
+        self.window_heads.clear()
         state.step += 1
         if self.window_bad:
             state.skipped_steps += 1

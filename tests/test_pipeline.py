@@ -64,7 +64,7 @@ def test_soft_targets_are_the_mean_of_member_probabilities(tmp_path):
     assert run(recipe, "--stage", "teachers").exit_code == 0
     assert run(recipe, "--stage", "soft-targets").exit_code == 0
     run_dir = tmp_path / "runs" / "tiny"
-    logits = sorted(run_dir.glob("teachers/*/logits/rte.train.*.safetensors"))
+    logits = sorted(run_dir.glob("logits/*/rte.train.safetensors"))
     assert len(logits) == 2
     probs = [np.exp(x - x.max(1, keepdims=True)) for x in (load_file(str(p))["logits"] for p in logits)]
     probs = [p / p.sum(1, keepdims=True) for p in probs]
@@ -82,7 +82,7 @@ def test_changing_the_student_objective_reuses_teachers_and_soft_targets(tmp_pat
     assert result.exit_code == 0, result.output
     assert {p: t for p, t in result_mtimes(run_dir).items() if "/teachers/" in p} == teachers
     assert sorted(run_dir.glob("soft_targets/*")) == soft
-    assert len(list(run_dir.glob("students/*/seed-1/result.json"))) == 2
+    assert len(list(run_dir.glob("students/*/result.json"))) == 2
 
 
 def test_soft_targets_for_other_data_are_refused(tmp_path):
@@ -110,7 +110,8 @@ def test_teacher_checkpoint_trained_on_other_tasks_is_refused(tmp_path):
     first = tiny_recipe(tmp_path, tasks=[{"name": "sst2", "max_train_examples": 16}], student=None,
                         teachers={"members": [{"seed": 1}]})
     assert run(first, "--stage", "teachers").exit_code == 0
-    (model_dir,) = (tmp_path / "runs" / "tiny").glob("teachers/*/final")
+    job = only_job(tmp_path / "runs" / "tiny")
+    model_dir = job / json.loads((job / "result.json").read_text())["model"]  # the kept model (best)
     second = tiny_recipe(tmp_path, teachers={"members": [{"checkpoint": str(model_dir)}]})
     result = run(second, "--output", tmp_path / "second")
     assert result.exit_code == 2
@@ -146,6 +147,8 @@ def test_a_relative_encoder_folder_is_found_from_the_recipes_folder(tmp_path, mo
     monkeypatch.chdir(elsewhere)
     result = run(recipe, "--stage", "teachers")
     assert result.exit_code == 0, result.output
-    spec = json.loads((only_job(project / "runs" / "tiny") / "final" / "mtkd_model.json").read_text())["spec"]
+    job = only_job(project / "runs" / "tiny")
+    kept = job / json.loads((job / "result.json").read_text())["model"]
+    spec = json.loads((kept / "mtkd_model.json").read_text())["spec"]
     assert spec["encoder"]["model"] == str(model_dir)
     assert load_recipe(recipe).resolved["encoder"]["model"] == "models/tiny"

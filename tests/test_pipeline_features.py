@@ -116,7 +116,7 @@ def test_regression_task_is_distilled_from_the_members_mean(tmp_path):
                                        "regression_aggregation": {"type": "mean"}})
     run(recipe)
     run_dir = tmp_path / "runs" / "tiny"
-    logits = [load_file(str(p))["logits"] for p in sorted(run_dir.glob("teachers/*/logits/score.train.*"))]
+    logits = [load_file(str(p))["logits"] for p in sorted(run_dir.glob("logits/*/score.train.safetensors"))]
     assert len(logits) == 2 and logits[0].shape == (40, 1)
     assert not np.allclose(logits[0], logits[1])  # two different members
     (soft,) = run_dir.glob("soft_targets/*/score.safetensors")
@@ -182,8 +182,8 @@ def test_ensemble_predictions_are_the_argmax_of_the_mean_probabilities(glue_run)
     from mtkd.data import tokenize_split
     from mtkd.inference import predict_logits
     from mtkd.model import load_model
-    from mtkd.pipeline import load_tasks
     from mtkd.recipe import load_recipe
+    from mtkd.stages.context import job_model_dir, load_tasks
 
     recipe_path, run_dir = glue_run
     assert run_cli("predict", recipe_path, "--model", "ensemble").exit_code == 0
@@ -192,7 +192,7 @@ def test_ensemble_predictions_are_the_argmax_of_the_mean_probabilities(glue_run)
     test = task.load_split("test")
     probs = []
     for result in sorted(run_dir.glob("teachers/*/result.json")):
-        model = load_model(json.loads(result.read_text())["model"])
+        model = load_model(job_model_dir(result.parent, json.loads(result.read_text())))
         tok = tokenize_split(task, "test", model.encoder.tokenizer, max_length=32, dataset=test)
         probs.append(softmax(predict_logits(model, "rte", tok, batch_size=8, pad_token_id=0)))
     assert len(probs) == 2
@@ -207,10 +207,11 @@ def test_exported_student_reproduces_its_logits_in_transformers(glue_run, tmp_pa
 
     from mtkd.model import load_model
 
-    _, run_dir = glue_run
-    student = json.loads((run_dir / "evaluation.json").read_text())["student_models"][0]
+    recipe, run_dir = glue_run
+    (student,) = [p.parent / json.loads(p.read_text())["model"].split("/")[-1]
+                  for p in run_dir.glob("students/*/result.json")]
     out = tmp_path / "rte-hf"
-    result = run_cli("export", student, out, "--task", "rte")
+    result = run_cli("export", recipe, out, "--task", "rte", "--model", "student")
     assert result.exit_code == 0, result.output
 
     hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
@@ -234,20 +235,29 @@ def test_force_soft_targets_recomputes_only_the_soft_targets(glue_run):
     from safetensors.numpy import load_file
 
     recipe, run_dir = glue_run
-    trained = mtimes(run_dir, "result.json")  # teachers and student
+    teachers = mtimes(run_dir / "teachers", "result.json")
+    students = mtimes(run_dir / "students", "result.json")
     (soft,) = run_dir.glob("soft_targets/*/rte.safetensors")
     before_mtime, before = soft.stat().st_mtime_ns, load_file(str(soft))["targets"]
 
     run(recipe, "--force", "soft-targets")
-    assert mtimes(run_dir, "result.json") == trained  # nothing retrained
+    assert mtimes(run_dir / "teachers", "result.json") == teachers  # upstream: reused
     assert soft.exists() and soft.stat().st_mtime_ns != before_mtime  # rewritten ...
     np.testing.assert_allclose(load_file(str(soft))["targets"], before, atol=1e-6)  # ... to the same values
+    after = mtimes(run_dir / "students", "result.json")
+    # downstream: redone (in place when the new targets are byte-identical, else beside the old student)
+    assert any(k not in students or after[k] != students[k] for k in after)
+
+
+def evaluation_file(run_dir: Path) -> Path:
+    """The latest version's evaluation (the run folder's recipe.json names its folder, relative to the run)."""
+    return run_dir / json.loads((run_dir / "recipe.json").read_text())["evaluation"] / "evaluation.json"
 
 
 def test_stage_report_only_rerenders(glue_run):
     recipe, run_dir = glue_run
     trained = mtimes(run_dir, "result.json")
-    evaluation = (run_dir / "evaluation.json").stat().st_mtime_ns
+    evaluation = evaluation_file(run_dir).stat().st_mtime_ns
     logits = mtimes(run_dir, "*.safetensors")
     score = json.loads((run_dir / "metrics.json").read_text())["score"]
     (run_dir / "report.md").unlink()
@@ -258,24 +268,24 @@ def test_stage_report_only_rerenders(glue_run):
     assert json.loads((run_dir / "metrics.json").read_text())["score"] == score
     assert mtimes(run_dir, "result.json") == trained
     assert mtimes(run_dir, "*.safetensors") == logits
-    assert (run_dir / "evaluation.json").stat().st_mtime_ns == evaluation
+    assert evaluation_file(run_dir).stat().st_mtime_ns == evaluation
 
 
 def test_rerun_reuses_the_evaluation_and_report_refuses_another_version(glue_run):
     recipe, run_dir = glue_run
-    evaluation = (run_dir / "evaluation.json").read_text()
+    evaluation = evaluation_file(run_dir).read_text()
     run(recipe)  # nothing changed: the figures (serving cost included) are not measured again
-    assert (run_dir / "evaluation.json").read_text() == evaluation
+    assert evaluation_file(run_dir).read_text() == evaluation
     assert json.loads((run_dir / "metrics.json").read_text())["score"] == build_score(json.loads(evaluation))
 
     other = run_cli("recipe", "run", recipe, "--stage", "report", "--quiet",
                     "--set", "student.objective.classification.alpha=0.9")
     assert other.exit_code == 2
-    assert "another version of the recipe" in other.output
+    assert "has not run for this version of the recipe" in other.output
 
 
 def build_score(evaluation: dict) -> dict:
-    from mtkd.report import build_metrics
+    from mtkd.stages.evaluate import build_metrics
 
     return build_metrics(evaluation)["score"]
 
@@ -285,8 +295,8 @@ def test_ensemble_predictions_weighted_by_member_dev_scores(tmp_path):
     from mtkd.data import tokenize_split
     from mtkd.inference import predict_logits
     from mtkd.model import load_model
-    from mtkd.pipeline import load_tasks
     from mtkd.recipe import load_recipe
+    from mtkd.stages.context import job_model_dir, load_tasks
 
     glue = glue_sample_with_test(tmp_path / "glue", ("RTE",), test_rows=12)
     recipe_path = pipeline_recipe(
@@ -305,7 +315,7 @@ def test_ensemble_predictions_weighted_by_member_dev_scores(tmp_path):
     for path in sorted(run_dir.glob("teachers/*/result.json")):
         member = json.loads(path.read_text())
         weight = member["metrics"]["rte"]["accuracy"]  # the dev score of the model it kept
-        model = load_model(member["model"])
+        model = load_model(job_model_dir(path.parent, member))
         tok = tokenize_split(task, "test", model.encoder.tokenizer, max_length=32, dataset=test)
         weighted = weighted + weight * softmax(predict_logits(model, "rte", tok, batch_size=8, pad_token_id=0))
     rows = read_submission(run_dir / "submission-ensemble" / "RTE.tsv")[1:]

@@ -381,6 +381,7 @@ def test_extends_relative_paths_and_several_levels(tmp_path):
         "name": "child",
         "training": {"lr": 1.0e-4},  # merged key by key with the parents' training
         "teachers": {"aggregation": {"temperature": 2.0}},  # same type: merged
+        "student": {"objective": {"classification": {"temperature": 2.0}}},  # one temperature for both
         "encoder": {"type": "toy-encoder", "hidden_size": 16},
         "objective": {"classification": {"type": "soft-ce"}},  # another type: replaced, no stale params
     })

@@ -337,14 +337,13 @@ def test_the_trainer_reports_start_steps_resume_and_end(tmp_path, registries):
     assert names.count("job_step") == 5 and names[-1] == "job_finished"
 
 
-def test_deepspeed_for_a_multi_task_job_is_refused_before_training(tmp_path):
-    """ZeRO would move the heads of tasks absent from a step (see docs/architecture.md); DDP does not."""
-    recipe = pipeline_recipe(tmp_path, scaling={"strategy": "deepspeed", "zero_stage": 2})
+def test_zero3_for_a_multi_task_job_is_refused_before_training(tmp_path):
+    recipe = pipeline_recipe(tmp_path, scaling={"strategy": "deepspeed", "zero_stage": 3})
     result = run_cli("recipe", "run", recipe, "--quiet")
     assert result.exit_code == 2, result.output
     flat = " ".join(result.output.split())
-    assert "scaling.strategy" in flat and "heads of tasks that are absent from a step" in flat
-    assert "expected: ddp (or auto) for multi-task jobs" in flat and "Traceback" not in result.output
+    assert "scaling.zero_stage" in flat and "does not yet train a multi-task job like DDP" in flat
+    assert "expected: zero_stage 1 or 2" in flat and "Traceback" not in result.output
     assert not (tmp_path / "runs" / "tiny" / "teachers").exists()
 
 
@@ -354,3 +353,19 @@ def test_skip_under_deepspeed_is_refused_before_training(tmp_path):
     result = run_cli("recipe", "run", recipe, "--quiet")
     assert result.exit_code == 2, result.output
     assert "training.on_nonfinite" in result.output and "Traceback" not in result.output
+
+
+def test_the_optimizer_has_a_group_per_head_so_zero_can_leave_absent_heads_alone(registries):
+    from helpers import tiny_model
+
+    from mtkd.strategies import make_optimizer
+
+    model = tiny_model()
+    optimizer = make_optimizer(model, {"weight_decay": 0.01, "lr": 1e-3, "optimizer": "adamw"})
+    groups = {(g["mtkd_head"], g["weight_decay"]): {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    for head in (None, "nli", "sent", "sts"):
+        assert (head, 0.01) in groups and (head, 0.0) in groups  # weights decay, biases and norms do not
+    for name, p in model.named_parameters():
+        head = name.split(".")[1] if name.startswith("heads.") else None
+        assert sum(id(p) in params for (h, _), params in groups.items() if h == head) == 1, name
+    assert sum(len(params) for params in groups.values()) == len(list(model.parameters()))

@@ -135,17 +135,40 @@ def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
     return out
 
 
+def _model_folder(source: Path, role: str, seed, output, overrides, plugins) -> Path:
+    """SOURCE as a model folder: a checkpoint folder as is; a recipe or run folder: its ``role`` model."""
+    if not source.exists():
+        raise CheckpointError("checkpoint folder not found (nor a recipe file or a run folder)", file=source)
+    if source.is_dir() and not (source / "recipe.json").is_file():
+        return source  # a checkpoint folder; load_model says what is wrong with it
+    from mtkd.cli import chosen_model
+
+    chosen = chosen_model(source, role, seed, output, overrides, plugins)
+    if len(chosen.dirs) != 1:
+        raise CheckpointError("an ensemble is several models; export one of them", path="--model",
+                              expected="student, control or teacher:NAME", found=role)
+    return chosen.dirs[0]
+
+
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", "task", required=True, help="The task whose head to export.")
+@click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
+              help="With a recipe or run folder: student, control or teacher:NAME of that recipe version.")
+@click.option("--seed", type=int, default=None, help="Which student/control seed (default: the recipe's first).")
+@click.option("--output", type=click.Path(), help="The recipe's run folder (default: <output_dir>/<recipe name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE", help="Load an extra plugin.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export_command(checkpoint, out, task, force):
-    """Export one task of CHECKPOINT as a Hugging Face model folder OUT.
+def export_command(source, out, task, role, seed, output, overrides, plugins, force):
+    """Export one task of a model as a Hugging Face model folder OUT.
 
-    The folder loads with AutoModelForSequenceClassification.from_pretrained(OUT) and gives the
+    SOURCE is a checkpoint folder, or a recipe file / run folder whose --model (default: the student) is
+    exported. The folder loads with AutoModelForSequenceClassification.from_pretrained(OUT) and gives the
     same predictions (checked before writing).
     """
+    checkpoint = _model_folder(source, role, seed, output, overrides, plugins)
     path = export_task(checkpoint, task, out, overwrite=force)
     click.echo(f"exported {task!r} to {path}")
     click.echo(f"  load it with: AutoModelForSequenceClassification.from_pretrained({str(path)!r})")

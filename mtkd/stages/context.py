@@ -1,0 +1,258 @@
+"""What every stage works with: the recipe, its tasks (loaded once), the run store, components."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, RecipeError
+from ..params import resolve_paths
+from ..plugins import get_registries
+from ..progress import NullProgress
+from ..recipe import Recipe, variation_config
+from .store import RunStore
+
+
+@dataclass
+class TaskBundle:
+    """A task of the run with its (sub-sampled) splits, loaded once."""
+
+    name: str
+    task: Any
+    train: Any
+    evals: dict
+    loss_weight: float
+    train_fingerprint: str
+    eval_fingerprints: dict
+
+    def split(self, split: str):
+        return self.train if split == self.task.train_split else self.evals[split]
+
+    def fingerprint(self, split: str) -> str:
+        return self.train_fingerprint if split == self.task.train_split else self.eval_fingerprints[split]
+
+
+@dataclass
+class Member:
+    """A teacher of the recipe: trained by the run, or an existing checkpoint."""
+
+    index: int
+    name: str
+    seed: int
+    config: dict  # encoder / heads / training
+    checkpoint: Path | None = None
+    bootstrap: bool = False
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    store: RunStore
+    tasks: dict[str, TaskBundle]
+    progress: Any = field(default_factory=NullProgress)
+    timings: dict = field(default_factory=dict)
+    metrics: dict | None = None  # set by the report stage
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.root
+
+    @property
+    def state(self):
+        from accelerate import PartialState
+
+        return PartialState()
+
+    @property
+    def main(self) -> bool:
+        return self.state.is_main_process
+
+    def members(self) -> list[Member]:
+        recipe = self.recipe
+        if recipe.model.teachers is None:
+            return []
+        out = []
+        for i, m in enumerate(recipe.model.teachers.members):
+            seed = m.seed if m.seed is not None else recipe.seed + i
+            ckpt = Path(recipe.resolve_path(m.checkpoint)) if m.checkpoint else None
+            out.append(Member(i, member_name(recipe, i), seed, variation_config(recipe, i), ckpt, m.bootstrap))
+        return out
+
+    def student_config(self) -> dict:
+        return variation_config(self.recipe, "student")
+
+    def student_seeds(self) -> list[int]:
+        return self.recipe.model.student.seeds or [self.recipe.seed]
+
+
+def member_name(recipe: Recipe, index: int) -> str:
+    return recipe.model.teachers.members[index].name or f"teacher-{index}"
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
+    from ..components import TaskContext
+    from ..data import fingerprint_dataset, subsample
+
+    reg = get_registries()
+    data = recipe.resolved["data"]
+    sources = {k: v for k, v in data.items() if k not in ("max_length", "on_bad_rows", "cache_dir")}
+    out = {}
+    for i, entry in enumerate(recipe.resolved["tasks"]):
+        params = {k: v for k, v in entry.items() if k not in ("name", "type", "loss_weight", "max_train_examples",
+                                                              "max_eval_examples")}
+        ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
+                          resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
+        task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")
+        task.name = entry["name"]
+        train_ds = None
+        if task.train_split:
+            train_ds = task.load_split(task.train_split)
+            if entry["max_train_examples"]:
+                train_ds = subsample(train_ds, entry["max_train_examples"], recipe.seed)
+        evals = {}
+        for split in task.eval_splits:
+            ds = task.load_split(split)
+            if entry["max_eval_examples"]:
+                ds = subsample(ds, entry["max_eval_examples"], recipe.seed)
+            evals[split] = ds
+        out[task.name] = TaskBundle(task.name, task, train_ds, evals, entry["loss_weight"],
+                                    fingerprint_dataset(train_ds) if train_ds is not None else "",
+                                    {s: fingerprint_dataset(d) for s, d in evals.items()})
+    return out
+
+
+# ---------------------------------------------------------------- components
+
+
+def objectives(recipe: Recipe, spec: dict, path: str, tasks) -> dict:
+    """One objective per task, by task type, checked against the task's type before any training."""
+    reg = get_registries()
+    out = {}
+    for name, tb in tasks.items():
+        kind = tb.task.task_type
+        comp = spec[kind]
+        obj = reg.losses.create(comp["type"], {k: v for k, v in comp.items() if k != "type"}, file=recipe.file,
+                                path=f"{path}.{kind}")
+        if kind not in obj.task_types:
+            raise RecipeError(f"objective {comp['type']!r} does not apply to {kind} tasks ({name})",
+                              file=recipe.file, path=f"{path}.{kind}.type",
+                              expected=f"an objective for {kind}", found=comp["type"])
+        out[name] = obj
+    return out
+
+
+def aggregator(recipe: Recipe, task) -> Any:
+    key = "regression_aggregation" if task.task_type == "regression" else "aggregation"
+    comp = recipe.resolved["teachers"][key]
+    agg = get_registries().aggregators.create(comp["type"], {k: v for k, v in comp.items() if k != "type"},
+                                              file=recipe.file, path=f"teachers.{key}")
+    if task.task_type not in agg.task_types:
+        raise RecipeError(f"aggregation rule {comp['type']!r} does not apply to {task.task_type} task {task.name!r}",
+                          file=recipe.file, path=f"teachers.{key}.type",
+                          expected=f"a rule for {task.task_type} tasks", found=comp["type"])
+    return agg
+
+
+def model_spec(recipe: Recipe, cfg: dict) -> dict:
+    """The encoder and heads of ``cfg`` with their path parameters resolved (see ``mtkd.params.path_field``)."""
+    reg = get_registries()
+
+    def resolved(kind: str, comp: dict) -> dict:
+        return resolve_paths(comp, reg[kind].get(comp["type"]).params, recipe.resolve_path)
+
+    heads = {task: resolved("heads", comp) for task, comp in (cfg["heads"] or {}).items()}
+    return {"encoder": resolved("encoders", cfg["encoder"]), "heads": heads}
+
+
+def loggers(recipe: Recipe) -> list:
+    reg = get_registries()
+    return [reg.loggers.create(comp["type"], {k: v for k, v in comp.items() if k != "type"}, file=recipe.file,
+                               path=f"logging.trackers[{i}]")
+            for i, comp in enumerate(recipe.resolved["logging"]["trackers"])]
+
+
+def check_teacher_checkpoint(ctx: RunContext, m: Member) -> None:
+    """A teacher checkpoint trained on other tasks is an error before any training starts."""
+    where = f"teachers.members[{m.index}].checkpoint"
+    meta = m.checkpoint / "mtkd_model.json"
+    if not meta.exists():
+        raise CheckpointError("not an mtkd model folder", file=m.checkpoint, path=where,
+                              expected="a folder with mtkd_model.json and model.safetensors")
+    info = json.loads(meta.read_text())["task_info"]
+    for task in ctx.recipe.distilled_tasks():
+        tb = ctx.tasks[task]
+        head = tb.task.head_task or task
+        if head not in info:
+            raise CheckpointError(f"teacher checkpoint has no head for task {task!r}", file=m.checkpoint, path=where,
+                                  expected=f"a model trained on {task}", found=sorted(info))
+        if info[head]["num_outputs"] != tb.task.num_outputs:
+            raise CheckpointError(f"teacher head for {task!r} has {info[head]['num_outputs']} outputs",
+                                  file=m.checkpoint, path=where,
+                                  expected=f"{tb.task.num_outputs} outputs", found=info[head]["num_outputs"])
+
+
+def check_before_training(ctx: RunContext) -> None:
+    """What can be checked before hours of training: hardware, checkpoint selection, objectives, aggregators."""
+    from ..training import check_hardware, check_selection
+
+    recipe = ctx.recipe
+    members = ctx.members()
+    trainings = [(m.config["training"], f"teachers.members[{m.index}].training")
+                 for m in members if m.checkpoint is None]
+    if recipe.model.student is not None:
+        trainings.append((ctx.student_config()["training"], "student.training"))
+    task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
+    train_tasks = {name: tb.task for name, tb in ctx.tasks.items() if tb.train is not None}
+    for training, where in trainings:
+        check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=train_tasks)
+        check_selection(training, task_objs, file=recipe.file, training_path=where)
+    if recipe.model.student is not None:
+        objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
+    objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
+    if members:
+        for task in recipe.distilled_tasks():
+            aggregator(recipe, ctx.tasks[task].task)
+        for m in members:
+            if m.checkpoint is not None:
+                check_teacher_checkpoint(ctx, m)
+
+
+# ---------------------------------------------------------------- training jobs
+
+
+def job_model_dir(job_dir: Path, result: dict) -> Path:
+    """The kept model folder of a finished job: ``result["model"]`` is ``best``/``final`` relative to the job
+    folder (older runs stored a path: its last part names the folder, looked up in the job folder)."""
+    name = Path(str(result.get("model") or "final")).name
+    return Path(job_dir) / name
+
+
+def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, objs: dict, *,
+             soft: dict | None = None, bootstrap: bool = False, init_from: Path | None = None):
+    from ..data import bootstrap as bootstrap_sample
+    from ..training import Job, TaskData
+
+    tasks = {}
+    for tname, tb in ctx.tasks.items():
+        train_ds = tb.train
+        if bootstrap and train_ds is not None:
+            train_ds = bootstrap_sample(train_ds, seed)
+        tasks[tname] = TaskData(tb.task, train_ds, tb.evals, objs[tname], tb.loss_weight, (soft or {}).get(tname))
+    data = ctx.recipe.resolved["data"]
+    return Job(name=name, out_dir=out_dir, spec=model_spec(ctx.recipe, cfg), training=cfg["training"], seed=seed,
+               tasks=tasks, max_length=data["max_length"], cache_dir=data["cache_dir"], init_encoder_from=init_from,
+               config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash, "job": name})
+
+
+def run_job(ctx: RunContext, job) -> dict:
+    from ..training import train
+
+    r = ctx.recipe.resolved
+    progress = ctx.progress if ctx.main else NullProgress()
+    return train(job, scaling=r["scaling"], loggers=loggers(ctx.recipe), group=r["logging"]["group"] or r["name"],
+                 progress=progress)
