@@ -80,6 +80,10 @@ def _duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: The stages whose units are training jobs (mtkd.stages' names): their headings get an ETA.
+TRAINING_STAGES = frozenset({"teachers", "student", "control"})
+
+
 class _Job:
     def __init__(self, name: str, total: int, start: int, now: float, index: int | None, of: int | None):
         self.name, self.total, self.start, self.step = name, total, start, start
@@ -143,9 +147,9 @@ class _Bookkeeping:
         self.jobs[job] = js
         return js
 
-    def _stage_eta(self, to_run: list[str]) -> float | None:
-        """A rough ETA for a stage's jobs: the mean wall time of the jobs that finished so far."""
-        if not to_run or not self.job_seconds:
+    def _stage_eta(self, name: str, to_run: list[str]) -> float | None:
+        """A rough ETA for a training stage: its jobs times the mean wall time of the jobs finished so far."""
+        if name not in TRAINING_STAGES or not to_run or not self.job_seconds:
             return None
         return len(to_run) * sum(self.job_seconds) / len(self.job_seconds)
 
@@ -158,7 +162,7 @@ class _Bookkeeping:
             parts.append(f"{len(to_run)} to run ({', '.join(to_run)})")
         if not parts:
             parts.append("nothing to do")
-        eta = self._stage_eta(to_run)
+        eta = self._stage_eta(name, to_run)
         tail = f"; ETA ~{_duration(eta)}" if eta is not None else ""
         return f"{name}: " + "; ".join(parts) + tail
 

@@ -68,8 +68,10 @@ def test_plain_lines_every_n_steps_with_rate_eta_and_job_numbers():
                                  "elapsed 0:12 ETA 0:38")
     assert lines[-1] == "teacher-b (job 1 of 2): done at step 100/100 in 0:50, loss 0.0100"
     # The next stage's heading has an overall ETA from the jobs that ran (50 s each).
-    p.stage("student", cached=[], to_run=["student-s1", "control-s1"])
-    assert buf.getvalue().splitlines()[-1] == "== student: 2 to run (student-s1, control-s1); ETA ~1:40"
+    p.stage("logits", cached=[], to_run=["teacher-b"])  # inference: no job-based estimate
+    assert buf.getvalue().splitlines()[-1] == "== logits: 1 to run (teacher-b)"
+    p.stage("student", cached=[], to_run=["student-s1", "student-s2"])
+    assert buf.getvalue().splitlines()[-1] == "== student: 2 to run (student-s1, student-s2); ETA ~1:40"
 
 
 def test_plain_lines_every_n_seconds_and_no_loss_before_the_first_one():
@@ -178,5 +180,14 @@ def test_a_run_piped_to_a_file_writes_progress_lines(tmp_path):
         assert "done at step 6/6" in mine[-1], job
     assert not any("nan" in line.lower() for line in lines)
     assert "\x1b[" not in done.stderr  # no terminal control codes in a file
-    again = run_mtkd(["recipe", "run", recipe, "-q"], timeout=300)
-    assert again.returncode == 0 and again.stderr.strip() == "", again.stderr[-2000:]
+    headings = [line.split("== ", 1)[1] for line in lines if " == " in line]
+    assert headings[0] == "teachers: 1 to run (teacher-0)"
+    assert any(h.startswith("student: 1 to run") and "ETA ~" in h for h in headings)  # after a job finished
+    assert any(": done, " in line and "examples/s" in line for line in lines)  # the teachers' inference
+    cached = run_mtkd(["recipe", "run", recipe], timeout=300)
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    again = [line.split("== ", 1)[1] for line in cached.stderr.splitlines() if " == " in line]
+    assert "teachers: 1 cached (teacher-0)" in again and any(h.startswith("control: 1 cached") for h in again)
+    assert not any(": step " in line for line in cached.stderr.splitlines())  # nothing trained again
+    quiet = run_mtkd(["recipe", "run", recipe, "-q"], timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr[-2000:]
