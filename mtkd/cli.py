@@ -445,6 +445,35 @@ def runs_list(run_dir, as_json):
     out.print("[dim]* the run folder's latest version (its top-level report)[/]")
 
 
+@runs.command("gc")
+@click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def runs_gc(run_dirs, dry_run):
+    """Free space in run folders (default: every one under ./runs) without losing anything a run reuses.
+
+    Removes the model folder a finished job does not use (final/ when it keeps best/), finished jobs'
+    resumable checkpoints and what stopped runs left (*.staging, *.old, *.tmp).
+    """
+    from .stages.gc import run_gc
+    from .stages.versions import find_run_dirs
+
+    dirs = list(run_dirs) or find_run_dirs(Path("runs"))
+    if not dirs:
+        raise MtkdError("no run folder found", file="runs", hint="give the run folder: mtkd runs gc RUN_DIR")
+    for d in dirs:
+        if not d.is_dir():
+            raise MtkdError("run folder not found", file=d, expected="a folder written by mtkd recipe run")
+    total = 0
+    for d in dirs:
+        plan = run_gc(d, dry_run=dry_run)
+        for r in plan.removals:
+            out.print(f"{'would remove' if dry_run else 'removed'} {escape(str(r.path))} "
+                      f"[dim]({r.bytes / 1e6:.1f} MB; {escape(r.why)})[/]", highlight=False, soft_wrap=True)
+        total += plan.bytes
+    verb = "would free" if dry_run else "freed"
+    out.print(f"{verb} {total / 1e6:.1f} MB in {len(dirs)} run folder(s)", highlight=False)
+
+
 @runs.command("compare")
 @click.argument("versions", nargs=-1, required=True)
 @click.option("--model", "role", default="student", show_default=True,
