@@ -322,9 +322,9 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     from .training import RunInterrupted
 
     if quiet:  # wandb prints its banner and sync lines itself: its own switch, inherited by workers
-        from .progress import silence_wandb
+        from .progress import silence_libraries
 
-        silence_wandb()
+        silence_libraries()
     r = load_recipe(file, overrides, extra_plugins=plugins)
     from .extras import check_recipe_extras
 

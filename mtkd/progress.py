@@ -368,11 +368,15 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def silence_wandb() -> None:
-    """``-q``: wandb's banner and sync lines go too (its own switch, read by wandb and its service), and
-    mtkd's own notes from plugins (``MTKD_QUIET``); both reach the worker processes of a launch."""
+def silence_libraries() -> None:
+    """``-q``: wandb's banner and sync lines go too (its own switch, read by wandb and its service), mtkd's
+    own notes from plugins (``MTKD_QUIET``; both reach the worker processes of a launch) and the libraries'
+    log records below errors (DeepSpeed's "Setting accelerator to CPU", transformers' notices)."""
+    import logging
+
     os.environ["WANDB_SILENT"] = "true"
     os.environ["MTKD_QUIET"] = "1"
+    logging.disable(logging.WARNING)
 
 
 def make_progress(console=None, quiet: bool = False, *, every_steps: int | None = None,
@@ -386,7 +390,7 @@ def make_progress(console=None, quiet: bool = False, *, every_steps: int | None 
     ``total_jobs``, when the caller knows it, numbers jobs across the run ("job 2 of 7").
     """
     if quiet:
-        silence_wandb()
+        silence_libraries()
     if quiet or not main_process:
         return NullProgress()
     if console is None:

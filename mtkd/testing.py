@@ -158,7 +158,12 @@ def mtkd_run_recipe(tmp_path, monkeypatch, mtkd_tiny_encoder, mtkd_plugins):
                 monkeypatch.setenv(var, os.environ[var])
             else:
                 monkeypatch.delenv(var, raising=False)
-        result = mtkd_plugins.cli("recipe", "run", path, "-q", *args)
+        try:
+            result = mtkd_plugins.cli("recipe", "run", path, "-q", *args)
+        finally:
+            import logging
+
+            logging.disable(logging.NOTSET)  # `-q` turns library logging off for the process
         if result.exit_code != 0:
             raise AssertionError(f"mtkd recipe run exited with {result.exit_code}:\n{result.output}")
         run_dir = tmp_path / "runs" / recipe["name"]

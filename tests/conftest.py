@@ -38,6 +38,9 @@ def _first_party_plugins_only(monkeypatch):
     plugins.reset()
     yield
     plugins.reset()
+    import logging
+
+    logging.disable(logging.NOTSET)  # an in-process `-q` run turned library logging off
 
 
 @pytest.fixture

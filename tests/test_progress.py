@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 
-from helpers import pipeline_recipe, requires_minilm, run_mtkd
+from helpers import mtkd_env, pipeline_recipe, requires_minilm, run_mtkd
 from rich.console import Console
 
 from mtkd.progress import NullProgress, PlainProgress, RichProgress, make_progress
@@ -48,6 +48,10 @@ def test_factory_picks_the_display(monkeypatch):
     assert isinstance(make_progress(tty, quiet=True), NullProgress)
     assert os.environ["WANDB_SILENT"] == "true"  # -q silences wandb's banner as well
     assert os.environ["MTKD_QUIET"] == "1"
+    import logging
+
+    assert logging.getLogger("DeepSpeed").isEnabledFor(logging.ERROR)  # errors still show
+    assert not logging.getLogger("DeepSpeed").isEnabledFor(logging.WARNING)
     paced = make_progress(console, every_steps=7, every_seconds=3)
     assert (paced.every_steps, paced.every_seconds) == (7, 3)
 
@@ -189,5 +193,9 @@ def test_a_run_piped_to_a_file_writes_progress_lines(tmp_path):
     again = [line.split("== ", 1)[1] for line in cached.stderr.splitlines() if " == " in line]
     assert "teachers: 1 cached (teacher-0)" in again and any(h.startswith("control: 1 cached") for h in again)
     assert not any(": step " in line for line in cached.stderr.splitlines())  # nothing trained again
-    quiet = run_mtkd(["recipe", "run", recipe, "-q"], timeout=300)
+    # -q with a W&B tracker turned on (the finished jobs are sent to it): not a line on stderr, wandb's included
+    tracker = "logging.trackers=[{type: wandb, project: p, mode: offline}]"
+    env = mtkd_env(WANDB_DIR=str(tmp_path / "wandb"))
+    quiet = run_mtkd(["recipe", "run", recipe, "-q", "--set", tracker], timeout=300, env=env)
     assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr[-2000:]
+    assert len(list((tmp_path / "wandb").rglob("*.wandb"))) == 4  # three jobs and the report were logged
