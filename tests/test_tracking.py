@@ -104,3 +104,45 @@ def test_turning_wandb_on_for_a_finished_run_backfills_every_job_with_shared_key
     after = [read_wandb_offline(f)["run"] for f in find_wandb_runs(offline_wandb)]
     assert sorted(r["job_type"] for r in after) == ["control", "report", "report", "student", "teacher"]
     assert len({r["id"] for r in after if r["job_type"] == "report"}) == 1  # the same recipe version's run
+
+
+@requires_minilm
+def test_a_stopped_and_resumed_job_is_one_wandb_run(tmp_path):
+    """A real run stopped by SIGTERM after a checkpoint and run again: both processes log to one W&B run id."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import mtkd_env
+    from test_pipeline import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, teachers={"members": [{"seed": 1}]}, student=None,
+                         tasks=[{"name": "rte", "max_train_examples": 64, "max_eval_examples": 8}],
+                         training={"epochs": 3, "batch_size": 8, "log_every": 1, "save_every": 3},
+                         logging={"trackers": [{"type": "wandb", "project": "p", "mode": "offline"}]})
+    out, wandb_dir = tmp_path / "out", tmp_path / "wandb"
+    env = mtkd_env(WANDB_DIR=str(wandb_dir), WANDB_SILENT="true")
+    cmd = [sys.executable, "-m", "mtkd", "recipe", "run", str(recipe), "--stage", "teachers", "--output", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("teachers/*/checkpoint/trainer_state.json")):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130  # stopped at a checkpoint, not finished
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [read_wandb_offline(f) for f in find_wandb_runs(wandb_dir)]
+    assert len(runs) == 2 and len({r["run"]["id"] for r in runs}) == 1  # two processes, one W&B run
+    assert {r["run"]["job_type"] for r in runs} == {"teacher"}
+    steps = sorted({row["_step"] for r in runs for row in r["history"] if "train/loss" in row})
+    assert steps == list(range(1, 25))  # 64 rows / 8 = 8 steps an epoch, 3 epochs: every step in the one run
