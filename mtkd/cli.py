@@ -55,6 +55,17 @@ def _render_one(exc: MtkdError) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
 
+def check_writable_folder(folder: Path, option: str, file=None) -> None:
+    """``folder`` can be created (or exists) and written to; checked before any work starts."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise MtkdError(f"cannot write the folder: {existing} {problem}", file=file, path=option,
+                        expected="a folder you can write to (or one that can be created)", found=str(folder))
+
+
 def plugin_option(f):
     return click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
                         help="Load an extra plugin: an importable module or a .py file (repeatable).")(f)
@@ -89,11 +100,16 @@ def _print_version(ctx, param, value):
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the versions of mtkd, Python, torch/CUDA and the main libraries, and exit.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--no-recipe-plugins", is_flag=True,
+              help="Never import the plugins a recipe names in `plugins:` (for recipes you did not write, and CI); "
+                   "the same as MTKD_NO_RECIPE_PLUGINS=1.")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx, debug, no_recipe_plugins):
     """mtkd: multi-task knowledge distillation (MT-DNN-KD) for natural language understanding."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if no_recipe_plugins:  # an environment variable, so processes started by --nproc refuse them too
+        os.environ["MTKD_NO_RECIPE_PLUGINS"] = "1"
     # datasets' per-map progress bars drown mtkd's own progress display.
     import datasets
 
@@ -308,8 +324,10 @@ def recipe_init(path, start, force):
 @click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES),
               help="Redo this stage and every stage that consumes it (repeatable).")
 @click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
-@click.option("--nproc", type=int, default=None, help="Start this many processes (torchrun-style, gloo on CPU).")
-@click.option("--quiet", "-q", is_flag=True, help="Only errors and the final table (no headings, bars, progress lines or wandb output).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Start this many processes (torchrun-style, gloo on CPU).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Only errors and the final table (no headings, bars, progress lines or wandb output).")
 def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     """Run a recipe: teachers -> logits -> soft targets -> student, control -> evaluation -> report.
 
@@ -329,6 +347,12 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     from .extras import check_recipe_extras
 
     check_recipe_extras(r.resolved, file=r.file)  # DeepSpeed asked for, not installed: name the extra
+    if output:
+        check_writable_folder(Path(output), "--output")
+    else:
+        check_writable_folder(Path(r.resolve_path(r.model.output_dir) or "runs"), "output_dir", file=r.file)
+    if r.model.data.cache_dir:
+        check_writable_folder(Path(r.model.data.cache_dir).expanduser(), "data.cache_dir", file=r.file)
     nproc = nproc or r.model.scaling.nproc
     if maybe_relaunch(nproc):
         return
@@ -373,6 +397,8 @@ def predict(source, role, seed, output, out_dir, allow_incomplete, overrides, pl
     """
     from .predict import write_predictions
 
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--out")
     chosen = chosen_model(source, role, seed, output, overrides, plugins)
     zip_path = write_predictions(chosen, out_dir=out_dir, allow_incomplete=allow_incomplete)
     out.print(f"[green]wrote[/] {zip_path}", highlight=False)

@@ -112,6 +112,25 @@ class Objective(Protocol):
     def __call__(self, logits, labels, soft=None, *, progress: float = 0.0): ...
 
 
+class HiddenStateObjective(Objective, Protocol):
+    """An objective that also matches the student's hidden states to the teachers' (``uses_hidden_states``).
+
+    Before training the trainer calls ``attach(student=, teachers=, device=)`` once per job; ``teachers``
+    is a ``mtkd.objective_hooks.TeacherModels`` (``len``, ``load(k)``: the run's k-th teacher, frozen,
+    loaded once per job). ``attach`` returns the trainable modules it needs (projections) or None;
+    the trainer optimises them with the student and keeps them in the resumable checkpoint, never in
+    the saved model. At every step the objective is called with two more keywords:
+    ``hidden_states`` (the student's per-layer states, [B, T, H] each, index 0 = embeddings) and
+    ``inputs`` (the batch's ``input_ids``/``attention_mask``/``token_type_ids``).
+    """
+
+    uses_hidden_states: bool
+
+    def attach(self, *, student, teachers, device): ...
+
+    def __call__(self, logits, labels, soft=None, *, progress: float = 0.0, hidden_states=None, inputs=None): ...
+
+
 @runtime_checkable
 class Aggregator(Protocol):
     """Turns K members' raw outputs into one target per example.

@@ -106,7 +106,12 @@ def _build(spec: dict, task_info: dict[str, dict], encoder_params: dict | None =
     _check_tasks(task_info)
     enc_type, enc_params = split_spec(spec.get("encoder"), path="encoder")
     enc_params.update(encoder_params or {})
-    encoder = registries.encoders.create(enc_type, enc_params, path="encoder")
+    try:
+        encoder = registries.encoders.create(enc_type, enc_params, path="encoder")
+    except RecipeError as exc:  # an encoder's own check (config_overrides.x): say it is the encoder's key
+        if exc.path and not exc.path.startswith("encoder"):
+            exc.path = f"encoder.{exc.path}"
+        raise
     head_specs = spec.get("heads") or {}
     heads = {}
     for name, info in task_info.items():
@@ -227,7 +232,8 @@ def read_checkpoint_meta(directory) -> dict:
     try:
         meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME) from None
+        raise CheckpointError(f"{META_NAME} is not valid JSON: {exc}", file=directory / META_NAME,
+                              expected="the JSON description mtkd writes beside the weights") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         found = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError("unsupported checkpoint format", file=directory / META_NAME,
@@ -239,15 +245,70 @@ def read_checkpoint_meta(directory) -> dict:
     return meta
 
 
-def load_model(directory, map_location="cpu") -> MultiTaskModel:
-    """Rebuild the model a checkpoint folder describes and load its weights (safetensors, never pickle)."""
+def _trust_switches(spec: dict):
+    """``(where, component, parameter)`` for every trust opt-in (``mtkd.params.trust_field``) the spec's
+    encoder and heads declare."""
+    from .params import trust_params
+
+    registries = get_registries()
+    parts = [("encoder", registries.encoders, spec.get("encoder"))]
+    heads = spec.get("heads")
+    parts += [(f"heads.{k}", registries.heads, v) for k, v in (heads.items() if isinstance(heads, dict) else ())]
+    for where, registry, component in parts:
+        if isinstance(component, dict) and component.get("type") in registry:
+            for name in trust_params(registry.get(component["type"]).params):
+                yield where, component, name
+
+
+def spec_allows_code(spec: dict) -> bool:
+    """Whether the user's model spec (from a recipe) opts in to running code that models ship."""
+    return any(bool(component.get(name)) for _, component, name in _trust_switches(spec))
+
+
+def recipe_allows_code(recipe) -> bool:
+    """Whether the recipe opts in, in its encoder or in any teacher's or the student's encoder."""
+    from .recipe import variation_config
+
+    if not getattr(recipe, "user_trusted", True):  # read from a run folder: not the user's say
+        return False
+    r = recipe.resolved
+    variations = [m for m in (recipe.model.teachers.members if recipe.model.teachers else [])]
+    variations += [recipe.model.student] if recipe.model.student is not None else []
+    specs = [{"encoder": r["encoder"], "heads": r["heads"]}]
+    specs += [{k: v for k, v in variation_config(recipe, v).items() if k != "training"} for v in variations]
+    return any(spec_allows_code(spec) for spec in specs)
+
+
+def refuse_untrusted_code(spec: dict, allow_code: bool, meta_file: Path) -> dict:
+    """The checkpoint's spec with every trust opt-in set by the user, never by the file: a checkpoint
+    that asks to run code is refused unless the user allowed it."""
+    spec = copy.deepcopy(spec)
+    for where, component, name in _trust_switches(spec):
+        if component.get(name) and not allow_code:
+            raise CheckpointError(
+                f"the checkpoint asks to run code that it ships ({where}.{name}: true); mtkd never takes that "
+                "from a checkpoint", file=meta_file, path=f"spec.{where}.{name}",
+                expected=f"{name}: false, or your own opt-in", found=True,
+                hint=f"only if you trust where this checkpoint came from: set `{where}.{name}: true` in your "
+                     f"recipe, or pass --{name.replace('_', '-')} to `mtkd export`")
+        component[name] = bool(allow_code)
+    return spec
+
+
+def load_model(directory, map_location="cpu", *, allow_code: bool = False) -> MultiTaskModel:
+    """Rebuild the model a checkpoint folder describes and load its weights (safetensors, never pickle).
+
+    ``allow_code`` is the user's opt-in (recipe or command line) to components that run code a model
+    folder ships (``trust_remote_code``); the checkpoint's own ``mtkd_model.json`` never switches it on.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_model as load_safetensors
 
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
+    spec = refuse_untrusted_code(meta["spec"], allow_code, directory / META_NAME)
     # The encoder rebuilds its architecture from the folder it wrote; the weights come next.
-    model = _build(meta["spec"], meta["task_info"],
+    model = _build(spec, meta["task_info"],
                    encoder_params={"model": str(directory / ENCODER_DIR), "pretrained": False})
     weights = directory / WEIGHTS_NAME
     try:

@@ -35,6 +35,27 @@ def path_field(default=..., **kwargs):
     return Field(default, json_schema_extra={**extra, PATH_MARK: True}, **kwargs)
 
 
+#: The ``json_schema_extra`` key that marks a parameter as an opt-in to running code from outside mtkd.
+TRUST_MARK = "mtkd_trust"
+
+
+def trust_field(**kwargs):
+    """A ``bool`` field (default false) that lets a component run code it loads (``trust_remote_code``).
+
+    Only the user sets it, in the recipe or on the command line: when a checkpoint is loaded, the value
+    stored in the checkpoint is never taken, and a checkpoint that asks for it is refused unless the
+    user opted in (see ``mtkd.model.load_model``).
+    """
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    return Field(False, json_schema_extra={**extra, TRUST_MARK: True}, **kwargs)
+
+
+def trust_params(model: type[BaseModel]) -> list[str]:
+    """The names of ``model``'s parameters declared with :func:`trust_field`."""
+    return [name for name, field in model.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(TRUST_MARK)]
+
+
 def path_params(model: type[BaseModel]) -> list[str]:
     """The names of ``model``'s parameters declared with :func:`path_field`."""
     return [name for name, field in model.model_fields.items()
@@ -68,7 +89,8 @@ def _is_tag(part, index: int) -> bool:
     validator (``function-after[...]``), not a key of the recipe."""
     if not isinstance(part, str):
         return False
-    return "[" in part or part.startswith("function-") or (index > 0 and part in _SCALAR_TAGS)
+    return ("[" in part or part.startswith(("function-", "constrained-"))
+            or (index > 0 and part in _SCALAR_TAGS))
 
 
 def _clean_loc(loc) -> list:
@@ -145,7 +167,9 @@ def _one_error(errors: list[dict], *, file, prefix: str, model) -> RecipeError:
     elif kind == "missing":
         message, expected, found = "missing required key", "a value (this key has no default)", None
     else:
-        message, expected = "invalid value", " or ".join(dict.fromkeys(e.get("msg", "") for e in group))
+        # A validator's ValueError reads "Value error, <what was expected>"; keep what was expected.
+        message, expected = "invalid value", " or ".join(dict.fromkeys(e.get("msg", "").removeprefix("Value error, ")
+                                                                       for e in group))
     more = len(errors) - len(group)
     hint = f"{more} more problem(s) after this one" if more > 0 else None
     error = RecipeError(message, file=file, path=path, expected=expected, found=found, hint=hint)
@@ -153,9 +177,14 @@ def _one_error(errors: list[dict], *, file, prefix: str, model) -> RecipeError:
     return error
 
 
-def validate(model: type[BaseModel], data, *, file=None, prefix: str = ""):
-    """``model.model_validate(data)``, raising a RecipeError that names ``file`` and ``prefix.key``."""
+def validate(model: type[BaseModel], data, *, file=None, prefix: str = "", context: dict | None = None):
+    """``model.model_validate(data)``, raising a RecipeError that names ``file`` and ``prefix.key``.
+
+    ``context`` is pydantic's validation context: facts of the recipe a parameter may be checked against
+    (``teacher_members``: the number of teachers, for aggregator parameters), read by validators through
+    ``info.context``; absent when a component is built outside a recipe.
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise recipe_error(exc, file=file, prefix=prefix, model=model) from None

@@ -62,11 +62,11 @@ def _load_counting_skipped(task, split: str):
 
 def write_predictions(chosen, *, out_dir: Path | None = None, allow_incomplete: bool = False) -> Path:
     """GLUE-style submission files (and a zip) of the chosen model for every test split."""
-    from .model import load_model
+    from .model import load_model, recipe_allows_code
     from .training import to_predictions
 
     ctx = chosen.ctx
-    models = [load_model(d).eval() for d in chosen.dirs]
+    models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in chosen.dirs]
     first = chosen.seed is None or chosen.seed == ctx.student_seeds()[0]
     label = chosen.role.replace(":", "-") + ("" if first else f"-s{chosen.seed}")
     out_dir = Path(out_dir or ctx.store.path(f"submission-{label}"))
@@ -115,11 +115,11 @@ def evaluate_split(chosen, split: str, tasks=None) -> dict:
     A split the task does not score itself (a labelled test split) is scored with its dev split's metrics;
     the train and dev splits are the recipe's (``max_train_examples``/``max_eval_examples`` applied).
     """
-    from .model import load_model
+    from .model import load_model, recipe_allows_code
     from .training import to_predictions
 
     ctx = chosen.ctx
-    models = [load_model(d).eval() for d in chosen.dirs]
+    models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in chosen.dirs]
     out = {}
     names = tasks or list(ctx.tasks)
     for name in names:

@@ -14,15 +14,43 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
+from pydantic.functional_validators import AfterValidator
 
-from .errors import RecipeError
+from .errors import MtkdError, RecipeError, UnknownComponentError
 from .params import recipe_error
 from .plugins import get_registries, load_plugins
+
+#: Names that become file or folder names: a letter, digit or underscore, then those or ``.+-``.
+_SAFE_NAME = re.compile(r"\w[\w.+-]*")
+#: Names Windows reserves for devices, with or without an extension.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+SAFE_NAME_RULE = ("a plain file name: letters, digits, `_`, then also `.`, `+` or `-`; at most 100 characters; "
+                  "no path separator, no `..`, not a device name such as `con`")
+
+
+def check_safe_name(value: str, *, dots: bool = True) -> str:
+    """``value`` if it can be a file name in the run folder, else ValueError (names never become paths)."""
+    ok = (0 < len(value) <= 100 and _SAFE_NAME.fullmatch(value) is not None and ".." not in value
+          and not value.endswith(".") and value.split(".")[0].lower() not in _RESERVED and (dots or "." not in value))
+    if not ok:
+        raise ValueError(SAFE_NAME_RULE + ("" if dots else "; no `.` (it separates task and metric)"))
+    return value
+
+
+def _safe_task_name(value: str) -> str:
+    return check_safe_name(value, dots=False)
+
+
+SafeName = Annotated[str, AfterValidator(check_safe_name)]
+#: What every RNG takes (numpy's seeds are unsigned 32-bit).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+TaskName = Annotated[str, AfterValidator(_safe_task_name)]
 
 
 class _Strict(BaseModel):
@@ -47,7 +75,7 @@ class TaskEntry(BaseModel):
     """One task of the run. Keys other than those below are the task plugin's own parameters."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: TaskName
     type: str | None = Field(None, description="registered task; defaults to `name`")
     loss_weight: float = Field(1.0, gt=0)
     max_train_examples: int | None = Field(None, gt=0, description="fixed-seed subsample of the training split")
@@ -93,11 +121,11 @@ class Training(_Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     grad_accum: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    eval_every: int | Literal["epoch"] = "epoch"
+    eval_every: Annotated[int, Field(gt=0)] | Literal["epoch"] = "epoch"
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     best_metric: str = Field("score", description="which dev checkpoint to keep: `score` (GLUE-style mean over "
                                                   "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
-    best_tasks: list[str] | None = Field(None, description="the tasks whose mean is `score` (default: all); e.g. "
+    best_tasks: list[str] | None = Field(None, min_length=1, description="the tasks whose mean is `score` (default: all); e.g. "
                                                            "leave out a tiny, noisy dev set such as WNLI's")
     keep: Literal["best", "final", "both"] | None = Field(
         None, description="model folders a finished job keeps: `best` (default; `final` when nothing was "
@@ -128,8 +156,8 @@ class Objectives(_Strict):
 class Member(_Strict):
     """One teacher: a variation of the base set-up, or an existing checkpoint."""
 
-    name: str | None = None
-    seed: int | None = None
+    name: SafeName | None = None
+    seed: Seed | None = None
     checkpoint: str | None = None
     encoder: dict | None = None
     heads: dict[str, dict] | None = None
@@ -138,7 +166,7 @@ class Member(_Strict):
 
 
 class Teachers(_Strict):
-    tasks: list[str] | None = Field(None, description="tasks to distil; default all")
+    tasks: list[str] | None = Field(None, min_length=1, description="tasks to distil; default all")
     members: list[Member] = Field(min_length=1)
     aggregation: Component
     regression_aggregation: Component
@@ -151,7 +179,7 @@ class Student(_Strict):
     heads: dict[str, dict] | None = None
     training: dict | None = None
     objective: Objectives
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = Field(None, min_length=1, description="one student (and control) per seed")
     control: bool = Field(False, description="also train the same set-up on hard labels only")
     soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
 
@@ -184,17 +212,51 @@ class Scaling(_Strict):
     backend: str | None = None
 
 
+class HoldoutSelection(_Strict):
+    holdout: float = Field(gt=0, lt=1, description="fraction of each task's training split carved off (by "
+                                                   "content, seeded by the recipe seed and the task name)")
+
+
 class Evaluation(_Strict):
     serving: bool = True
-    serving_batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    serving_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32], min_length=1)
     serving_examples: int = Field(128, gt=0)
+    selection: Literal["dev"] | HoldoutSelection = Field(
+        "dev", description="the split that picks checkpoints, aggregator weights and gates: `dev`, or "
+                           "{holdout: FRACTION} carved from each task's training data (dev is then only reported)")
+
+    @field_validator("selection", mode="before")
+    @classmethod
+    def _check_selection(cls, value):
+        """`dev`, {holdout: FRACTION}, or ``holdout:FRACTION`` (handy with --set); one clear message otherwise."""
+        if isinstance(value, str) and value.replace(" ", "").startswith("holdout:"):
+            value = {"holdout": value.split(":", 1)[1].strip()}
+        if value == "dev":
+            return value
+        if not isinstance(value, dict) or set(value) != {"holdout"}:
+            raise ValueError("expected `dev` or {holdout: FRACTION}, e.g. {holdout: 0.1}")
+        try:
+            fraction = float(value["holdout"])
+        except (TypeError, ValueError):
+            fraction = None
+        if isinstance(value["holdout"], bool) or fraction is None or not 0 < fraction < 1:
+            raise ValueError(f"the holdout fraction must be between 0 and 1 (exclusive), got {value['holdout']!r}")
+        return {"holdout": fraction}
+
+    @model_serializer(mode="wrap")
+    def _omit_default_selection(self, handler):
+        """``selection: dev`` (the default) stays out of the resolved recipe, so earlier runs' hashes hold."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("selection") == "dev":
+            data.pop("selection")
+        return data
 
 
 class RecipeModel(_Strict):
-    name: str
+    name: SafeName
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
-    seed: int = 42
+    seed: Seed = 42
     output_dir: str = "runs"
     data: Data = Field(default_factory=Data)
     tasks: list[TaskEntry] = Field(min_length=1)
@@ -221,13 +283,17 @@ class RecipeModel(_Strict):
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise RecipeError("recipe file not found", file=path, expected="an existing YAML file")
+        raise RecipeError("a recipe must be a file, not a folder" if path.is_dir() else "recipe file not found",
+                          file=path, expected="an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError("not a text file", file=path, expected="YAML in UTF-8", found=str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, path=where) from None
+        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, path=where,
+                          expected="plain YAML (mappings, lists, text, numbers; no !!python tags)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -305,14 +371,21 @@ def _rebased_paths(data: dict, parent_dir: Path, child_dir: Path) -> dict:
     return data
 
 
-def load_raw(path: Path, _seen: tuple = ()) -> dict:
+def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict:
     """The recipe with ``extends:`` resolved (paths relative to the file that names them;
-    ``mtkd:NAME`` is a recipe shipped with the package)."""
+    ``mtkd:NAME`` is a recipe shipped with the package).
+
+    ``origins``, when given, is filled with each entry of the merged ``plugins:`` -> the file that declared it.
+    """
     path = path.resolve()
     if path in _seen:
         raise RecipeError("`extends` forms a cycle", file=path, path="extends",
+                          expected="parents that never extend their child",
                           found=" -> ".join(str(p) for p in (*_seen, path)))
     data = _read_yaml(path)
+    if origins is not None and isinstance(data.get("plugins"), list):
+        for spec in data["plugins"]:
+            origins.setdefault(str(spec), path)
     parents = data.pop("extends", None)
     if parents is None:
         return data
@@ -323,8 +396,14 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
             raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
                               found=parent)
         parent_path = _parent_path(parent, path)
-        parent_data = _rebased_paths(load_raw(parent_path, (*_seen, path)), parent_path.parent, path.parent)
-        plugins += _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
+        parent_origins: dict = {}
+        parent_data = _rebased_paths(load_raw(parent_path, (*_seen, path), parent_origins), parent_path.parent,
+                                     path.parent)
+        rebased = _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
+        if origins is not None:
+            for old, new in zip(parent_data.get("plugins") or [], rebased):
+                origins.setdefault(str(new), parent_origins.get(str(old), parent_path))
+        plugins += rebased
         merged = deep_merge(merged, parent_data)
     merged = deep_merge(merged, data)
     # Plugins add up (a child cannot drop what its parents' components need), and a parent's plugin
@@ -363,8 +442,10 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
         raise RecipeError("invalid --set", path=assignment, expected="KEY.PATH=VALUE", found=assignment)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    except yaml.YAMLError as exc:
+        raise RecipeError("the --set value is not valid YAML", path=key.strip(),
+                          expected="a YAML value (quote text that holds YAML syntax: --set 'k=\"a: b\"')",
+                          found=f"{raw} ({getattr(exc, 'problem', exc)})") from None
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -374,7 +455,8 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+                raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node,
+                                  expected="a key path through mappings (and [i] through lists)")
             if node.get(part) is None:
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
@@ -388,7 +470,8 @@ def apply_override(data: dict, assignment: str) -> tuple[list, str]:
             node[last] = value
     else:
         if not isinstance(node, dict):
-            raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node)
+            raise RecipeError("--set path goes through a value that is not a mapping", path=key, found=node,
+                              expected="a key path through mappings (and [i] through lists)")
         node[last] = value
     return parts, raw
 
@@ -409,6 +492,9 @@ class Recipe:
         self.resolved = resolved
         self.file = file
         self.base_dir = file.parent if file else Path.cwd()
+        #: False for a recipe read from a run folder: its plugins are not imported and its code opt-ins
+        #: (trust_remote_code) are not honoured -- a run folder is data, not the user's instructions
+        self.user_trusted = True
 
     def __getattr__(self, item):
         return getattr(self.__dict__["model"], item)
@@ -445,23 +531,54 @@ def content_hash(obj: Any) -> str:
 
 def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     path = Path(path)
-    raw = load_raw(path)
+    origins: dict = {}
+    raw = load_raw(path, origins=origins)
     if isinstance(raw.get("tasks"), list):  # `- rte` shorthand as a mapping, so --set can reach tasks[0].max_train_examples
         raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
     set_paths = []
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
-    recipe = validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins)
+    recipe = validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins,
+                             plugin_origins=origins)
     recipe.overrides = tuple(overrides)
     return recipe
 
 
-def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=()) -> Recipe:
+#: Set (to anything but ``""`` or ``0``) to refuse the plugins a recipe names in ``plugins:`` (``--no-recipe-plugins``).
+NO_RECIPE_PLUGINS = "MTKD_NO_RECIPE_PLUGINS"
+
+
+def recipe_plugins_refused() -> bool:
+    return os.environ.get(NO_RECIPE_PLUGINS, "") not in ("", "0")
+
+
+def _announce_plugins(specs, file, origins: dict | None, stored: bool = False) -> None:
+    """Say which code a recipe is about to import (and from which recipe file), before importing it."""
+    if not isinstance(specs, list) or not specs or os.environ.get("RANK", "0") != "0":
+        return
+    named = ", ".join(f"{s} (declared in {origins.get(str(s), file) if origins else file})" for s in specs)
+    if stored:
+        line = f"mtkd: not loading the plugins named by a run folder's recipe: {named}"
+    elif recipe_plugins_refused():
+        line = f"mtkd: not loading the recipe's plugins ({NO_RECIPE_PLUGINS} is set): {named}"
+    else:
+        line = (f"mtkd: the recipe loads plugin code (it runs with your permissions): {named}; "
+                f"refuse recipe plugins with {NO_RECIPE_PLUGINS}=1 or `mtkd --no-recipe-plugins`")
+    print(line, file=sys.stderr, flush=True)
+
+
+def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plugin_origins=None,
+                    stored: bool = False) -> Recipe:
+    """``stored``: the recipe comes from a run folder (``recipe.json``), not from the user: its ``plugins:``
+    are never imported (give them with --plugin) and the result is not ``user_trusted``."""
     raw = copy.deepcopy(raw)
     retried: set = set()
+    _announce_plugins(raw.get("plugins"), file, plugin_origins, stored)
     while True:
         try:
-            return _validate_once(raw, file=file, extra_plugins=extra_plugins)
+            recipe = _validate_once(raw, file=file, extra_plugins=extra_plugins, stored=stored)
+            recipe.user_trusted = not stored
+            return recipe
         except RecipeError as exc:
             # A --set value that YAML typed (``name=123``, ``project=true``) where the schema -- the recipe's or a
             # plugin's -- wants text is retried as the text given; an item of a --set list as its text.
@@ -483,21 +600,36 @@ def _get_at(data, parts):
     return data
 
 
-def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
+def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> Recipe:
     # Pass 1: the recipe's shape.
     try:
         model = RecipeModel.model_validate(raw)
     except ValidationError as exc:
         raise recipe_error(exc, file=file, model=RecipeModel) from None
     # The recipe's `plugins:` are relative to the recipe; --plugin paths to the working directory.
-    load_plugins(model.plugins, file=file)
+    refused = model.plugins if (stored or recipe_plugins_refused()) else []
+    if not refused:
+        load_plugins(model.plugins, file=file)
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
     # Pass 2: every component against the params its plugin registered.
-    token = _COLLECTED.set([])
+    token = _COLLECTED.set([])  # bad components are collected, so that all of them are reported at once
     try:
-        _second_pass(model, resolved, file)
-    except RecipeError as exc:
+        try:
+            _second_pass(model, resolved, file)
+        except UnknownComponentError as exc:
+            if refused:
+                exc.message += (f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may "
+                                "provide it)")
+                exc.hint = ("a run folder's recipe never loads code: review the plugin and name it with --plugin, "
+                            "or give the recipe file" if stored else
+                            f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or "
+                            "--no-recipe-plugins): review their code and run without it, or install the plugin and "
+                            "name it with --plugin")
+            raise
+    except MtkdError as exc:
+        if not _COLLECTED.get():
+            raise
         raise _all_at_once([*_COLLECTED.get(), exc]) from None
     else:
         if _COLLECTED.get():
@@ -507,12 +639,12 @@ def _validate_once(raw: dict, *, file, extra_plugins) -> Recipe:
     return Recipe(model, resolved, Path(file) if file else None)
 
 
-def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path):
+def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path, context=None):
     """Validate one component against its plugin's params and store the filled-in spec."""
     if isinstance(spec, dict):
         spec = Component.model_validate(spec)
     try:
-        params = registry.validate_params(spec.type, spec.params, file=file, path=path)
+        params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
     except RecipeError as exc:
         collected = _COLLECTED.get()
         if collected is None:
@@ -534,14 +666,34 @@ def _all_at_once(errors: list[RecipeError]) -> RecipeError:
     return first
 
 
+def _check_data_keys(model: RecipeModel, reg, file) -> None:
+    """Each ``data:`` key beyond the core's must be a source family some task plugin declared it reads
+    (``register(..., data_sources=(...))``): a typo such as ``glu:`` would otherwise be ignored."""
+    import difflib
+
+    claimed = sorted({s for e in reg.tasks for s in e.extra.get("data_sources", ())})
+    for key in model.data.sources:
+        if key not in claimed:
+            known = [*Data.model_fields, *claimed]
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            raise RecipeError(f"unknown data key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                              file=file, path=f"data.{key}",
+                              expected=f"one of: {', '.join(Data.model_fields)}, or a data source a task plugin "
+                                       f"reads ({', '.join(claimed) or 'none registered'})", found=key)
+
+
 def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
     reg = get_registries()
     task_names = [t.name for t in model.tasks]
+    _check_data_keys(model, reg, file)
     seen = set()
     for i, task in enumerate(model.tasks):
-        if task.name in seen:
-            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name)
-        seen.add(task.name)
+        # Case-blind: `rte` and `RTE` would share files on case-insensitive filesystems.
+        if task.name.casefold() in seen:
+            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
+                              expected="each task once, names differing in more than case (name a second "
+                                       "copy differently, with `type:`)")
+        seen.add(task.name.casefold())
         params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
         core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}
         core["type"] = task.task_type
@@ -577,10 +729,11 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
         for j, name in enumerate(t.tasks or []):
             if name not in task_names:
                 check_task_keys({name: None}, f"teachers.tasks[{j}]")
+        facts = {"teacher_members": len(t.members)}
         _component(reg.aggregators, t.aggregation, resolved["teachers"], "aggregation", file=file,
-                   path="teachers.aggregation")
+                   path="teachers.aggregation", context=facts)
         _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
-                   file=file, path="teachers.regression_aggregation")
+                   file=file, path="teachers.regression_aggregation", context=facts)
         for i, member in enumerate(t.members):
             _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
                                 resolved["teachers"]["members"][i])
@@ -600,6 +753,91 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
             raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
                               expected="the index of a member in teachers.members", found=s.init_from_teacher)
     _check_temperature(model, resolved, file)
+    _check_run_inputs(model, resolved, file)
+
+
+def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
+    """What would otherwise fail only once the run reaches it: the files the recipe brings (teacher
+    checkpoints, soft targets), and tasks named by best_metric/best_tasks."""
+    tasks = [t.name for t in model.tasks]
+    trainings = [("training", resolved["training"])]
+    members = model.teachers.members if model.teachers is not None else []
+    for i, m in enumerate(members):
+        where = f"teachers.members[{i}]"
+        if m.checkpoint is not None:
+            allow = {"encoder": deep_merge(resolved["encoder"], m.encoder or {}), "heads": resolved["heads"]}
+            _check_checkpoint(_resolve(m.checkpoint, file), file, f"{where}.checkpoint", allow)
+        if m.training:
+            trainings.append((f"{where}.training", deep_merge(resolved["training"], m.training)))
+    s = model.student
+    if s is not None:
+        if s.soft_targets is not None:
+            _check_soft_targets(_resolve(s.soft_targets, file), file)
+        if s.training:
+            trainings.append(("student.training", deep_merge(resolved["training"], s.training)))
+    for where, training in trainings:
+        best = training.get("best_metric", "score")
+        task = best.partition(".")[0]
+        if best not in ("score", "final") and task not in tasks:
+            raise RecipeError(f"best_metric names task {task!r}, which is not in the run", file=file,
+                              path=f"{where}.best_metric", found=best,
+                              expected=f"score, final, TASK or TASK.METRIC with TASK one of {tasks}")
+        unknown = [t for t in training.get("best_tasks") or () if t not in tasks]
+        if unknown:
+            raise RecipeError(f"best_tasks names tasks that are not in the run: {unknown}", file=file,
+                              path=f"{where}.best_tasks", found=unknown, expected=f"some of {tasks}")
+
+
+def _resolve(value: str, file) -> Path:
+    """As Recipe.resolve_path: from the working directory if it exists there, else from the recipe's folder."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists() or file is None:
+        return p
+    return Path(file).parent / p
+
+
+def _check_checkpoint(path: Path, file, where: str, user_spec: dict) -> None:
+    """A teacher checkpoint the recipe brings: an mtkd model folder that asks for no code the user did not allow."""
+    from .errors import CheckpointError
+
+    expected = "an mtkd model folder (mtkd_model.json, model.safetensors, encoder/)"
+    if not path.is_dir():
+        raise RecipeError("teacher checkpoint folder not found", file=file, path=where, expected=expected,
+                          found=str(path))
+    from .model import read_checkpoint_meta, refuse_untrusted_code, spec_allows_code
+
+    try:
+        meta = read_checkpoint_meta(path)
+        refuse_untrusted_code(meta["spec"], spec_allows_code(user_spec), path / "mtkd_model.json")
+    except CheckpointError as exc:
+        raise RecipeError(f"not a usable teacher checkpoint: {exc.file}: {exc.message}", file=file, path=where,
+                          expected=exc.expected or expected, found=str(path), hint=exc.hint) from None
+
+
+def _check_soft_targets(path: Path, file) -> None:
+    """The soft-target file (or folder of files) is readable safetensors with readable metadata."""
+    expected = "an existing safetensors file (or folder of them) of soft targets"
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        raise RecipeError("soft-target file not found", file=file, path="student.soft_targets", expected=expected,
+                          found=str(path))
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), "np") as fh:
+                meta = fh.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise RecipeError(f"{f} is not a readable safetensors file: {exc}", file=file,
+                              path="student.soft_targets", expected=expected, found=str(f)) from None
+        try:
+            fingerprints = json.loads(meta.get("fingerprints", "{}"))
+        except json.JSONDecodeError as exc:
+            fingerprints = exc
+        if not isinstance(fingerprints, dict):
+            raise RecipeError(f"{f}: its `fingerprints` metadata is not a JSON object", file=file,
+                              path="student.soft_targets", expected="{task: fingerprint of its training split}",
+                              found=meta.get("fingerprints"))
 
 
 def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str, file, check_task_keys,
@@ -650,10 +888,11 @@ def _check_members(model: RecipeModel, resolved: dict, file) -> None:
     recipe = Recipe(model, resolved, Path(file) if file else None)
     for i, m in enumerate(members):
         name = m.name or f"teacher-{i}"
-        if name in names:
+        key = name.casefold()  # names become folders: a case-insensitive filesystem would merge `T1` and `t1`
+        if key in names:
             raise RecipeError(f"two teacher members are named {name!r}", file=file, path=f"teachers.members[{i}].name",
-                              expected=f"a name other than members[{names[name]}]'s", found=name)
-        names[name] = i
+                              expected=f"a name other than members[{names[key]}]'s, also ignoring case", found=name)
+        names[key] = i
         seed = m.seed if m.seed is not None else model.seed + i
         same = content_hash({"checkpoint": m.checkpoint} if m.checkpoint else
                             {"config": variation_config(recipe, i), "seed": seed, "bootstrap": m.bootstrap})
@@ -835,7 +1074,7 @@ def check_sources(recipe: Recipe) -> None:
     ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
     problem found at once (:class:`mtkd.errors.ManyErrors`)."""
     from .components import TaskContext
-    from .errors import ManyErrors, MtkdError
+    from .errors import ManyErrors
 
     reg = get_registries()
     problems: list[MtkdError] = []

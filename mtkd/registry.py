@@ -69,10 +69,11 @@ class Registry:
                 hint="is the plugin that provides it installed, or named with --plugin / the recipe's `plugins:`?",
             ) from None
 
-    def validate_params(self, name: str, params: dict | None, *, file=None, path: str = ""):
+    def validate_params(self, name: str, params: dict | None, *, file=None, path: str = "",
+                        context: dict | None = None):
         """Second validation pass: ``params`` against the schema the plugin registered."""
         reg = self.get(name, file=file, path=f"{path}.type" if path else None)
-        return validate(reg.params, params or {}, file=file, prefix=path)
+        return validate(reg.params, params or {}, file=file, prefix=path, context=context)
 
     def create(self, name: str, params: dict | Params | None = None, *args, file=None, path: str = "", **kwargs) -> Any:
         reg = self.get(name, file=file, path=f"{path}.type" if path else None)

@@ -5,6 +5,8 @@ Rendering only: the figures come from the evaluate stage (``mtkd.stages.evaluate
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .scores import mean_std, task_score
 
 
@@ -18,7 +20,8 @@ def _fmt(values: list[float]) -> str:
 def report_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """Rows of the comparison table: one per task (its score) and the GLUE-style score."""
     k = len(metrics["teacher_names"])
-    header = ["task"] + [f"T{i}" for i in range(k)] + (["teachers"] if k else [])
+    names = list(metrics.get("teacher_names") or [])
+    header = ["task"] + [names[i] if i < len(names) else f"teacher-{i}" for i in range(k)] + (["teachers"] if k else [])
     any_task = next(iter(metrics["tasks"].values()), {})
     if "ensemble" in any_task:
         header.append("ensemble")
@@ -62,14 +65,72 @@ def _detail_rows(metrics: dict) -> list[str]:
     return lines
 
 
+def _interval(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return f"{d['delta']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def evidence_lines(metrics: dict) -> list[str]:
+    """The deltas with their intervals, the seed spread, calibration, the selection split and the plots."""
+    comp = metrics.get("comparison") or {}
+    lines: list[str] = []
+    sc, se = comp.get("student_vs_control"), comp.get("student_vs_ensemble")
+    if sc or se:
+        m = comp["method"]
+        lines += ["", f"## What distillation changed ({int(m['confidence'] * 100)} % paired bootstrap over dev examples)",
+                  ""]
+        if comp.get("sentence"):
+            lines += [f"**{comp['sentence']}**", ""]
+        tasks = list((sc or se)["tasks"])
+        lines += ["| task | student − control | student − ensemble |", "|---|---|---|"]
+        for t in tasks:
+            lines.append(f"| {t} | {_interval((sc or {}).get('tasks', {}).get(t))} | "
+                         f"{_interval((se or {}).get('tasks', {}).get(t))} |")
+        lines.append(f"| **GLUE-style** ({', '.join(m['score_tasks'])}) | {_interval((sc or {}).get('score'))} | "
+                     f"{_interval((se or {}).get('score'))} |")
+        per_seed = (sc or {}).get("score", {}).get("per_seed")
+        if per_seed:
+            lines += ["", "Student − control GLUE-style score per seed: " + "; ".join(
+                f"seed {seed} {_interval(d)}" for seed, d in zip(sc["seeds"], per_seed)) + "."]
+        lines += ["", f"Method: {m['resamples']} resamples; {m['unit']}."]
+    spread = comp.get("seed_spread") or {}
+    if spread:
+        lines += ["", "Seed spread of the GLUE-style score: " + "; ".join(
+            f"{who} {v['score']['mean']:.2f} ± {v['score']['std']:.2f} (min {v['score']['min']:.2f}, "
+            f"max {v['score']['max']:.2f}, seeds {', '.join(str(s) for s in v['seeds'])})" for who, v in spread.items())
+            + "."]
+    cal = comp.get("calibration") or {}
+    if cal:
+        models = list(cal)
+        tasks = sorted({t for per in cal.values() for t in per})
+        lines += ["", "## Calibration (classification tasks; lower is better)", "",
+                  "ECE / Brier score. " + comp["method"]["calibration"] + ".", "",
+                  "| task | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for t in tasks:
+            cells = [f"{cal[m][t]['ece']:.3f} / {cal[m][t]['brier']:.3f}" if t in cal[m] else "—" for m in models]
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    sel = metrics.get("selection")
+    if sel:
+        lines += ["", "## Which split chose what", "", sel["note"] + "."]
+        for t, c in (sel.get("tasks") or {}).items():
+            lines.append(f"- {t}: {c['holdout_rows']} holdout rows ({c['fraction']:.0%} of the training split, "
+                         f"fingerprint `{c['fingerprint']}`), {c['train_rows']} rows left to train on")
+    plots = metrics.get("plots") or []
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return lines
+
+
 def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     header, rows = report_rows(metrics)
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
-             "scale; a task's score is the mean of its metrics. T0… are the teachers, `teachers` their mean ± std; "
+             "scale; a task's score is the mean of its metrics. The teachers go by their names, `teachers` is their mean ± std; "
              "`ensemble` aggregates them as the soft targets do; `control` is the student's exact set-up trained on hard "
              "labels only; `student` is distilled (± over seeds).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += evidence_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
     serving = metrics.get("serving")
     if serving:
@@ -105,6 +166,9 @@ def rich_table(metrics: dict, recipe_name: str):
 def print_report(metrics: dict, recipe_name: str, console) -> None:
     """The table, and the serving cost in one line, on ``console``."""
     console.print(rich_table(metrics, recipe_name))
+    sentence = (metrics.get("comparison") or {}).get("sentence")
+    if sentence:
+        console.print(sentence, highlight=False)
     serving = metrics.get("serving")
     if serving:
         e, s = serving["ensemble"], serving["student"]

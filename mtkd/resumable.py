@@ -7,6 +7,7 @@
     rng-<rank>.safetensors/.json      every process's torch (CPU, CUDA) RNG states; Python's and NumPy's as JSON
     deepspeed/                        under DeepSpeed only: the engine's own files, read with
                                       ``torch.load(weights_only=True)`` (tensors and plain containers only)
+    extras.safetensors                trainable parts of the objectives (hidden-state projections), if any
     trainer_state.json                step, epoch, loader position, scheduler, dev history, best score
 
 Nothing is unpickled on load: a file planted in the folder (``*.pkl``, ``*.bin``) is never read,
@@ -29,6 +30,7 @@ from .errors import CheckpointError
 STATE_NAME = "trainer_state.json"
 MODEL_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer"
+EXTRAS_NAME = "extras.safetensors"
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 
@@ -149,8 +151,10 @@ def _weights_only_engine():
 # ---------------------------------------------------------------- save and load
 
 
-def save(folder: Path, *, accelerator, model, optimizer, state: dict) -> None:
-    """Write the resumable state into ``folder`` (a fresh temporary folder); every rank calls it."""
+def save(folder: Path, *, accelerator, model, optimizer, state: dict, extras=None) -> None:
+    """Write the resumable state into ``folder`` (a fresh temporary folder); every rank calls it.
+
+    ``extras``: a module trained beside the model but not part of it (``mtkd.objective_hooks``)."""
     main = accelerator.is_main_process
     deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
     if main:
@@ -165,6 +169,10 @@ def save(folder: Path, *, accelerator, model, optimizer, state: dict) -> None:
 
         save_model(accelerator.unwrap_model(model), str(folder / MODEL_NAME))
         _write_state(folder, OPTIMIZER_NAME, optimizer.state_dict())
+    if main and extras is not None and len(extras):
+        from safetensors.torch import save_model as save_module
+
+        save_module(extras, str(folder / EXTRAS_NAME))
     _write_state(folder, f"rng-{accelerator.process_index}", rng_state())
     accelerator.wait_for_everyone()
     if main:
@@ -173,7 +181,7 @@ def save(folder: Path, *, accelerator, model, optimizer, state: dict) -> None:
         os.replace(tmp, folder / STATE_NAME)
 
 
-def load(folder: Path, *, accelerator, model, optimizer) -> dict:
+def load(folder: Path, *, accelerator, model, optimizer, extras=None) -> dict:
     """Restore what :func:`save` wrote into the prepared model and optimizer; returns the trainer state."""
     try:
         state = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
@@ -197,6 +205,14 @@ def load(folder: Path, *, accelerator, model, optimizer) -> dict:
             optimizer.load_state_dict(saved)
         except (ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise _damaged(folder / f"{OPTIMIZER_NAME}.json", exc) from None
+    if extras is not None and len(extras):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model as load_module
+
+        try:
+            load_module(extras, str(folder / EXTRAS_NAME), strict=True)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise _damaged(folder / EXTRAS_NAME, exc) from None
     rng_name = f"rng-{accelerator.process_index}"
     try:
         set_rng_state(_read_state(folder, rng_name))

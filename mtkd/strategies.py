@@ -112,14 +112,10 @@ def full_state_dict(accelerator, model):
     return accelerator.get_state_dict(model) if is_sharded(accelerator) else None
 
 
-def configure_deepspeed(accelerator, training: dict, *, multi_task: bool) -> None:
+def configure_deepspeed(accelerator, training: dict) -> None:
     """What the DeepSpeed config can only learn once the job is known (before ``prepare``)."""
     config = accelerator.state.deepspeed_plugin.deepspeed_config
     config["train_micro_batch_size_per_gpu"] = max(1, training["batch_size"] // accelerator.num_processes)
-    if multi_task:
-        # ZeRO-3 keeps small parameters (task heads) gathered after a step by an asynchronous all-gather that
-        # AbsentHeads could not undo; with no persistent parameter every head lives in its shards only.
-        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
 
 
 def make_optimizer(model, training: dict):
@@ -151,25 +147,19 @@ class AbsentHeads:
 
     def __init__(self, optimizer):
         self.zero = optimizer.optimizer  # accelerate's wrapper -> DeepSpeed's ZeRO optimizer
-        if not any(hasattr(self.zero, a) for a in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat")):
+        if not hasattr(self.zero, "single_partition_of_fp32_groups"):
             raise RecipeError(f"multi-task training under DeepSpeed's {type(self.zero).__name__} would move the heads "
                               "of tasks absent from a step", path="scaling.strategy", found="deepspeed",
-                              expected="ddp, or a ZeRO set-up that uses DeepSpeed's ZeRO optimizer (fp32, stages 1-3)")
+                              expected="ddp, or ZeRO stage 1 or 2 with DeepSpeed's ZeRO optimizer")
         self.groups: dict[str, list[int]] = {}
         for i, group in enumerate(self.zero.optimizer.param_groups):
             if group.get("mtkd_head") is not None:
                 self.groups.setdefault(group["mtkd_head"], []).append(i)
 
     def _partitions(self, i: int) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
-        """(fp32 master partition, the model's copies) of parameter group ``i`` on this rank."""
-        zero = self.zero
-        if hasattr(zero, "single_partition_of_fp32_groups"):  # ZeRO-1/2: whole parameters on every rank
-            return [(zero.single_partition_of_fp32_groups[i], list(zero.bit16_groups[i]))]
-        # ZeRO-3 (refused for multi-task jobs by check_hardware; kept for when that is solved): a group is cut
-        # into sub-groups, each a flat shard the parameters' ds_tensors view into; no parameter stays gathered
-        # between steps (see configure_deepspeed).
-        return [(zero.fp32_partitioned_groups_flat[sub], [zero.fp16_partitioned_groups_flat[sub]])
-                for sub, group in zero.sub_group_to_group_id.items() if group == i]
+        """(fp32 master partition, the model's copies) of parameter group ``i`` on this rank (ZeRO-1/2:
+        whole parameters on every rank; ZeRO-3 is refused for multi-task jobs by check_hardware)."""
+        return [(self.zero.single_partition_of_fp32_groups[i], list(self.zero.bit16_groups[i]))]
 
     def save(self, present: set[str]) -> list:
         saved = []

@@ -30,7 +30,8 @@ from . import resumable
 from .data import MultiTaskLoader, tokenize_split
 from .errors import RecipeError, TrainingDiverged
 from .inference import MODEL_INPUTS, predict_logits
-from .model import build_model, copy_encoder_weights, load_model, save_model
+from .model import build_model, copy_encoder_weights, load_model, save_model, spec_allows_code
+from .objective_hooks import attach_objectives, check_extras_supported, extra_param_group, objective_kwargs
 from .plugins import get_registries
 from .progress import NullProgress, RunProgress
 from .scores import glue_score, task_score
@@ -74,6 +75,8 @@ class Job:
     cache_dir: str | None = None
     init_encoder_from: Path | None = None
     config: dict = field(default_factory=dict)  # logged as the run's config
+    teacher_models: list = field(default_factory=list)  # the run's teacher model folders (hidden-state objectives)
+    selection: str = "dev"  # what `evals` holds: "dev", or "holdout" (evaluation.selection); the metric keys' prefix
 
 
 def tokenize_job(job: Job, tokenizer) -> dict[str, TaskData]:
@@ -297,7 +300,7 @@ class Trainer:
         with whole_models():  # built whole and seeded, before the Accelerator: prepare shards it
             model = build_model(job.spec, {n: td.task for n, td in job.tasks.items()})
             if job.init_encoder_from is not None:
-                copy_encoder_weights(model, load_model(job.init_encoder_from))
+                copy_encoder_weights(model, load_model(job.init_encoder_from, allow_code=spec_allows_code(job.spec)))
         self.accelerator = acc = make_accelerator(self.scaling, t)
         self.main = acc.is_main_process
         if not self.main:
@@ -313,10 +316,16 @@ class Trainer:
         self.total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * len(self.loader) / t["grad_accum"]))
 
         optimizer = make_optimizer(model, t)
+        # Objectives that match hidden states may bring trainable parts (projections): trained, never saved in the model.
+        self.extras = attach_objectives({n: td.objective for n, td in job.tasks.items()}, model, job.teacher_models,
+                                        acc.device, allow_code=spec_allows_code(job.spec))
+        check_extras_supported(self.extras, acc)
+        if len(self.extras):
+            optimizer.add_param_group(extra_param_group(self.extras, t))
         self.scheduler = linear_schedule(optimizer, int(t["warmup"] * self.total_steps), self.total_steps)
         deepspeed, multi_task = acc.distributed_type.value == "DEEPSPEED", len(self.loader.views) > 1
         if deepspeed:
-            configure_deepspeed(acc, t, multi_task=multi_task)
+            configure_deepspeed(acc, t)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
         self.absent_heads = AbsentHeads(self.optimizer) if deepspeed and multi_task else None
@@ -345,7 +354,8 @@ class Trainer:
             resumable.recover(self.ckpt)
         acc.wait_for_everyone()
         if (self.ckpt / resumable.STATE_NAME).exists():
-            saved = resumable.load(self.ckpt, accelerator=acc, model=self.model, optimizer=self.optimizer)
+            saved = resumable.load(self.ckpt, accelerator=acc, model=self.model, optimizer=self.optimizer,
+                                   extras=self.extras)
             try:
                 self.state = TrainState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainState)})
                 self.scheduler.load_state_dict(saved["scheduler"])
@@ -365,12 +375,14 @@ class Trainer:
         acc, td = self.accelerator, self.tasks[task]
         with acc.accumulate(self.model):
             inputs = {k: batch[k].to(acc.device) for k in MODEL_INPUTS if k in batch}
+            hidden = getattr(td.objective, "uses_hidden_states", False)
             with acc.autocast():
-                logits = self.model(task, **inputs)
+                out = self.model(task, **inputs, output_hidden_states=True) if hidden else self.model(task, **inputs)
+            logits, extra = objective_kwargs(td.objective, out, inputs)
             soft = batch.get("soft")
             loss = td.objective(logits.float(), batch["labels"].to(acc.device),
                                 soft.to(acc.device) if soft is not None else None,
-                                progress=self.state.step / self.total_steps) * td.loss_weight
+                                progress=self.state.step / self.total_steps, **extra) * td.loss_weight
             value = loss.detach().float().item()
             if self.agree(not math.isfinite(value)):
                 self.nonfinite(f"loss ({value} on this rank)", task)  # stops, or marks the step to skip
@@ -440,8 +452,9 @@ class Trainer:
         state, t = self.state, self.t
         metrics, _ = evaluate(self.model, self.tasks, batch_size=t["eval_batch_size"], pad_token_id=self.pad_id,
                               precision=t["precision"], accelerator=self.accelerator)
-        flat = {f"dev/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
-        self.tracker.log({**flat, "dev/score": glue_score(metrics)}, step=state.step)
+        where = self.job.selection  # a holdout's figures are not logged as dev figures
+        flat = {f"{where}/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
+        self.tracker.log({**flat, f"{where}/score": glue_score(metrics)}, step=state.step)
         state.history.append({"step": state.step, "epoch": state.epoch, "metrics": metrics})
         if t["best_metric"] == "final":
             return
@@ -462,7 +475,7 @@ class Trainer:
         state.train_seconds = self.seconds_before + time.perf_counter() - self.started
         state.checkpoint_step = state.step
         tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
-        resumable.save(tmp, accelerator=self.accelerator, model=self.model, optimizer=self.optimizer,
+        resumable.save(tmp, accelerator=self.accelerator, model=self.model, optimizer=self.optimizer, extras=self.extras,
                        state={**dataclasses.asdict(state), "scheduler": self.scheduler.state_dict(),
                               "loader": self.loader.state_dict()})
         if self.main:

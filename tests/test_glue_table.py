@@ -113,8 +113,8 @@ def test_missing_file_column_and_unknown_extension(registries, tmp_path):
     with pytest.raises(DataError, match="format"):
         table(registries, tmp_path, train="t.xlsx", text_columns=["a"]).load_split("train")
     # an explicit format wins over the extension
-    (tmp_path / "t.data").write_text("a\tlabel\nx\t1\n")
-    assert len(table(registries, tmp_path, train="t.data", format="tsv", text_columns=["a"]).load_split("train")) == 1
+    (tmp_path / "t.data").write_text("a\tlabel\nx\t1\ny\t0\n")
+    assert len(table(registries, tmp_path, train="t.data", format="tsv", text_columns=["a"]).load_split("train")) == 2
 
 
 def test_submission_and_fingerprint(registries, tmp_path):

@@ -47,6 +47,15 @@ def test_wandb_offline_run_holds_the_resolved_recipe_and_the_loss_history(tmp_pa
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    import mtkd
+    from mtkd.plugins import register_plugin
+
+    class ReadsCredentials:  # a task plugin that takes credentials from `data:` declares those keys
+        @mtkd.hookimpl
+        def register_tasks(self, register):
+            register("reads-credentials", lambda params, context: None, data_sources=("api_key", "hf_token"))
+
+    register_plugin(ReadsCredentials(), "reads-credentials")
     recipe = pipeline_recipe(
         tmp_path, tasks=[{"name": "rte", "max_train_examples": 40, "max_eval_examples": 8}],
         teachers={"members": [{"seed": 1}]}, student=None,
@@ -77,7 +86,7 @@ def test_wandb_offline_run_holds_the_resolved_recipe_and_the_loss_history(tmp_pa
     local = {r["step"]: r["train/loss"] for r in map(json.loads, jsonl.read_text().splitlines())
              if "train/loss" in r}
     assert loss == pytest.approx(local)
-    assert any(key.endswith("rte/accuracy") for row in logged["history"] for key in row)
+    assert any(key.endswith("dev/rte/accuracy") for row in logged["history"] for key in row)
     assert logged["exit_code"] == 0
 
 

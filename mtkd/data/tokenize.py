@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mtkd.errors import DataError
+from mtkd.errors import DataError, RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,12 @@ def tokenize_split(task, split: str, tokenizer, *, max_length: int, cache_dir=No
     """
     import datasets
 
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report a huge sentinel; a real one is the model's position table.
+    if isinstance(limit, int) and limit < 1_000_000 and max_length > limit:
+        raise RecipeError(f"data.max_length is longer than the encoder takes ({limit} tokens)", path="data.max_length",
+                          expected=f"at most {limit}", found=max_length,
+                          hint="longer inputs would index past the model's position embeddings")
     key = _cache_key(task, split, tokenizer, max_length, dataset)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / "tokenized" / f"{task.name}-{split}-{key}"

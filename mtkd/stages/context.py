@@ -26,12 +26,33 @@ class TaskBundle:
     loss_weight: float
     train_fingerprint: str
     eval_fingerprints: dict
+    holdout: Any = None  # evaluation.selection: {holdout: F}: rows carved from the training split (never trained on)
+    carve: dict | None = None  # mtkd.data.holdout.Carve.describe()
 
     def split(self, split: str):
+        if split == HOLDOUT:
+            return self.holdout
         return self.train if split == self.task.train_split else self.evals[split]
 
     def fingerprint(self, split: str) -> str:
+        if split == HOLDOUT:
+            return self.carve["holdout_fingerprint"]
         return self.train_fingerprint if split == self.task.train_split else self.eval_fingerprints[split]
+
+    def selection(self) -> dict:
+        """The labelled split(s) that choose checkpoints, aggregator weights and gates, keyed by the eval split
+        whose metrics score them: the holdout (scored like the first eval split) when there is one, else dev."""
+        if self.holdout is None or not self.task.eval_splits:
+            return self.evals
+        return {self.task.eval_splits[0]: self.holdout}
+
+    def selection_source(self, split: str) -> str:
+        """The split whose stored outputs stand for ``split`` of :meth:`selection`."""
+        return HOLDOUT if self.holdout is not None and self.task.eval_splits else split
+
+
+#: the name of the selection split carved from a training split (logit files, reports)
+HOLDOUT = "holdout"
 
 
 @dataclass
@@ -97,9 +118,11 @@ def member_name(recipe: Recipe, index: int) -> str:
 def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
     from ..components import TaskContext
     from ..data import fingerprint_dataset, subsample
+    from ..data.holdout import carve_holdout, holdout_fraction
 
     reg = get_registries()
     data = recipe.resolved["data"]
+    fraction = holdout_fraction(recipe.resolved["evaluation"].get("selection"))
     sources = {k: v for k, v in data.items() if k not in ("max_length", "on_bad_rows", "cache_dir")}
     out = {}
     for i, entry in enumerate(recipe.resolved["tasks"]):
@@ -109,9 +132,17 @@ def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
                           resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
         task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")
         task.name = entry["name"]
-        train_ds = None
+        train_ds = holdout = carve = None
         if task.train_split:
             train_ds = task.load_split(task.train_split)
+            if fraction is not None and task.eval_splits:
+                # Carved from the full split before sub-sampling, so the training budget does not move it.
+                cut = carve_holdout(train_ds, fraction, seed=recipe.seed, task=task.name)
+                train_ds, holdout = cut.train, cut.holdout
+                if entry["max_eval_examples"]:
+                    holdout = subsample(holdout, entry["max_eval_examples"], recipe.seed)
+                carve = {**cut.describe(), "holdout_rows": len(holdout),
+                         "holdout_fingerprint": fingerprint_dataset(holdout)}
             if entry["max_train_examples"]:
                 train_ds = subsample(train_ds, entry["max_train_examples"], recipe.seed)
         evals = {}
@@ -122,8 +153,19 @@ def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
             evals[split] = ds
         out[task.name] = TaskBundle(task.name, task, train_ds, evals, entry["loss_weight"],
                                     fingerprint_dataset(train_ds) if train_ds is not None else "",
-                                    {s: fingerprint_dataset(d) for s, d in evals.items()})
+                                    {s: fingerprint_dataset(d) for s, d in evals.items()}, holdout, carve)
     return out
+
+
+def selection_info(ctx: RunContext) -> dict:
+    """What the report says about the split that chose checkpoints, aggregator weights and gates."""
+    carves = {n: tb.carve for n, tb in ctx.tasks.items() if tb.carve}
+    if not carves:
+        return {"split": "dev", "note": "Dev chose every checkpoint, the aggregator weights and the gates, and is "
+                                        "also what is reported: the dev figures are optimistic"}
+    return {"split": HOLDOUT, "fraction": next(iter(carves.values()))["fraction"], "tasks": carves,
+            "note": "A holdout carved from each training split (never trained on, no soft targets) chose every "
+                    "checkpoint, the aggregator weights and the gates; dev is only reported"}
 
 
 # ---------------------------------------------------------------- components
@@ -233,7 +275,8 @@ def job_model_dir(job_dir: Path, result: dict) -> Path:
 
 
 def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, objs: dict, *,
-             soft: dict | None = None, bootstrap: bool = False, init_from: Path | None = None):
+             soft: dict | None = None, bootstrap: bool = False, init_from: Path | None = None,
+             teacher_models: list | None = None):
     from ..data import bootstrap as bootstrap_sample
     from ..training import Job, TaskData
 
@@ -242,10 +285,12 @@ def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, ob
         train_ds = tb.train
         if bootstrap and train_ds is not None:
             train_ds = bootstrap_sample(train_ds, seed)
-        tasks[tname] = TaskData(tb.task, train_ds, tb.evals, objs[tname], tb.loss_weight, (soft or {}).get(tname))
+        tasks[tname] = TaskData(tb.task, train_ds, tb.selection(), objs[tname], tb.loss_weight, (soft or {}).get(tname))
     data = ctx.recipe.resolved["data"]
     return Job(name=name, out_dir=out_dir, spec=model_spec(ctx.recipe, cfg), training=cfg["training"], seed=seed,
                tasks=tasks, max_length=data["max_length"], cache_dir=data["cache_dir"], init_encoder_from=init_from,
+               teacher_models=list(teacher_models or []),
+               selection=HOLDOUT if any(tb.holdout is not None for tb in ctx.tasks.values()) else "dev",
                config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash, "job": name})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..scores import glue_score, mean_std
-from .context import RunContext
+from .context import RunContext, selection_info
 from .graph import Unit
 from .units import aggregate, data_fields, job_result, member_logits, teacher_model_dir
 
@@ -28,7 +28,8 @@ def plan_evaluate(ctx: RunContext) -> list[Unit]:
         deps += tuple(f"student:{s}" for s in ctx.student_seeds())
         if r.model.student.control:
             deps += tuple(f"control:{s}" for s in ctx.student_seeds())
-    fields = {"evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
+    # "format": what evaluation.json holds (2: dev outputs of every model, the comparison block, job folders)
+    fields = {"format": 2, "evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
               "data": data_fields(ctx)["fingerprints"]}
     if members:
         fields["aggregation"] = {k: r.resolved["teachers"][k] for k in ("aggregation", "regression_aggregation")}
@@ -42,6 +43,62 @@ def _mean_metrics(runs: list[dict]) -> dict:
     return out
 
 
+def dev_outputs(ctx: RunContext, model_dir: Path, precision: str) -> dict:
+    """A model's raw outputs on every eval split: ``{task: {split: [N, C] logits / [N, 1] values}}``."""
+    from accelerate.utils import gather_object
+
+    from ..data import tokenize_split
+    from ..inference import predict_logits
+    from ..model import load_model, recipe_allows_code
+
+    state = ctx.state
+    model = load_model(model_dir, allow_code=recipe_allows_code(ctx.recipe)).to(state.device)
+    r = ctx.recipe.resolved
+    out: dict = {}
+    for name, tb in ctx.tasks.items():
+        for split, ds in tb.evals.items():
+            tok = tokenize_split(tb.task, split, model.encoder.tokenizer, max_length=r["data"]["max_length"],
+                                 cache_dir=r["data"]["cache_dir"], dataset=ds)
+            out.setdefault(name, {})[split] = predict_logits(
+                model, tb.task.head_task or name, tok, batch_size=r["training"]["eval_batch_size"],
+                pad_token_id=model.encoder.tokenizer.pad_token_id or 0, precision=precision,
+                rank=state.process_index, world_size=state.num_processes, gather=gather_object)
+    return out
+
+
+def _metrics_of(ctx: RunContext, outputs: dict) -> dict:
+    from ..training import to_predictions
+
+    out = {}
+    for name, splits in outputs.items():
+        tb = ctx.tasks[name]
+        labels = {s: np.asarray(tb.evals[s]["label"]) for s in splits}
+        out[name] = tb.task.compute_metrics({s: to_predictions(v, tb.task.task_type) for s, v in splits.items()},
+                                            labels)
+    return out
+
+
+def comparison_block(ctx: RunContext, teacher_names: list[str], teacher_outputs: list[dict], ensemble: dict,
+                     students: list[dict], controls: list[dict], seeds: list[int]) -> dict:
+    """The metrics.json ``comparison`` block (``mtkd.stats.comparison``) from every model's dev outputs."""
+    from ..stats import System, comparison
+
+    evaluated = {n: tb for n, tb in ctx.tasks.items() if tb.evals}
+    labels = {n: {s: np.asarray(d["label"]) for s, d in tb.evals.items()} for n, tb in evaluated.items()}
+    systems = {}
+    if students:
+        systems["student"] = System(students, list(seeds))
+    if controls:
+        systems["control"] = System(controls, list(seeds))
+    if ensemble:
+        systems["ensemble"] = System([ensemble], kind="probs")
+    for name, outputs in zip(teacher_names, teacher_outputs):
+        systems.setdefault(name, System([outputs]))
+    if not systems:
+        return {}
+    return comparison({n: tb.task for n, tb in evaluated.items()}, labels, systems, seed=ctx.recipe.seed)
+
+
 def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
     from ..training import to_predictions
 
@@ -51,31 +108,41 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
     evaluated = {n: tb for n, tb in ctx.tasks.items() if tb.evals}
     out: dict = {"recipe_hash": ctx.recipe.hash, "teachers": [], "teacher_names": [m.name for m in members],
                  "ensemble": {}, "students": [], "controls": [], "seeds": [], "timings": dict(ctx.timings)}
-    for lu in logit_units:
-        per_task = {}
-        for name, tb in evaluated.items():
-            preds = {s: to_predictions(member_logits(ctx, lu, name, s), tb.task.task_type) for s in tb.evals}
-            labels = {s: np.asarray(d["label"]) for s, d in tb.evals.items()}
-            per_task[name] = tb.task.compute_metrics(preds, labels)
-        out["teachers"].append(per_task)
+    teacher_outputs = [{name: {s: member_logits(ctx, lu, name, s) for s in tb.evals} for name, tb in evaluated.items()}
+                       for lu in logit_units]
+    out["teachers"] = [_metrics_of(ctx, t) for t in teacher_outputs]
+    ensemble: dict = {}
     if members:
-        for name, tb in evaluated.items():
-            preds = {s: to_predictions(aggregate(ctx, logit_units, name, s), tb.task.task_type) for s in tb.evals}
-            labels = {s: np.asarray(d["label"]) for s, d in tb.evals.items()}
-            out["ensemble"][name] = tb.task.compute_metrics(preds, labels)
+        ensemble = {name: {s: aggregate(ctx, logit_units, name, s) for s in tb.evals} for name, tb in evaluated.items()}
+        out["ensemble"] = {name: tb.task.compute_metrics(
+            {s: to_predictions(v, tb.task.task_type) for s, v in ensemble[name].items()},
+            {s: np.asarray(d["label"]) for s, d in tb.evals.items()}) for name, tb in evaluated.items()}
+    student_outputs: list[dict] = []
+    control_outputs: list[dict] = []
     student_dirs = []
     if ctx.recipe.model.student is not None:
         seeds = ctx.student_seeds()
         students = [job_result(ctx, inputs[f"student:{s}"]) for s in seeds]
         controls = [job_result(ctx, inputs[f"control:{s}"]) for s in seeds] if ctx.recipe.model.student.control \
             else []
-        out["students"] = [r.get("metrics") or {} for r in students]
-        out["controls"] = [r.get("metrics") or {} for r in controls]
         out["seeds"] = seeds
         out["train_seconds"] = {"students": [r["train_seconds"] for r in students],
                                 "controls": [r["train_seconds"] for r in controls]}
         student_dirs = [ctx.store.path(inputs[f"student:{s}"].folder) / Path(str(r.get("model") or "final")).name
                         for s, r in zip(seeds, students)]
+        control_dirs = [ctx.store.path(inputs[f"control:{s}"].folder) / Path(str(r.get("model") or "final")).name
+                        for s, r in zip(seeds, controls)]
+        # Dev figures from the kept models' dev outputs: the jobs' own metrics are those of the selection split.
+        precision = ctx.student_config()["training"]["precision"]
+        student_outputs = [dev_outputs(ctx, d, precision) for d in student_dirs]
+        control_outputs = [dev_outputs(ctx, d, precision) for d in control_dirs]
+        out["students"] = [_metrics_of(ctx, o) for o in student_outputs]
+        out["controls"] = [_metrics_of(ctx, o) for o in control_outputs]
+    out["comparison"] = comparison_block(ctx, out["teacher_names"], teacher_outputs, ensemble, student_outputs,
+                                         control_outputs, out["seeds"])
+    out["jobs"] = {u.label or u.id: ctx.store.rel(ctx.store.path(u.folder)) for u in inputs.values()
+                   if u.folder and u.stage in ("teachers", "student", "control")}
+    out["selection"] = selection_info(ctx)
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
     if ctx.recipe.model.evaluation.serving and ctx.main and members and student_dirs:
@@ -94,7 +161,7 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
 
     from ..data import eval_batches, tokenize_split
     from ..inference import MODEL_INPUTS, autocast
-    from ..model import count_parameters, load_model
+    from ..model import count_parameters, load_model, recipe_allows_code
 
     ev = ctx.recipe.model.evaluation
     name, tb = next((n, tb) for n, tb in ctx.tasks.items() if tb.evals)
@@ -104,7 +171,7 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
     head = tb.task.head_task or name
 
     def bench(dirs: list[Path]) -> dict:
-        models = [load_model(d).eval() for d in dirs]
+        models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in dirs]
         tok = tokenize_split(tb.task, split, models[0].encoder.tokenizer, max_length=ctx.recipe.model.data.max_length,
                              cache_dir=ctx.recipe.model.data.cache_dir, dataset=ds)
         pad = models[0].encoder.tokenizer.pad_token_id or 0
@@ -162,6 +229,9 @@ def build_metrics(ev: dict) -> dict:
             score[f"{key}s"] = values
             score[key], score[f"{key}_std"] = mean_std(values)
     out = {"tasks": tasks, "score": score, "seeds": ev.get("seeds", []), "teacher_names": ev["teacher_names"]}
+    for key in ("comparison", "selection"):
+        if ev.get(key):
+            out[key] = ev[key]
     if "serving" in ev:
         out["serving"] = ev["serving"]
     out["timings"] = ev.get("timings", {})
@@ -186,6 +256,10 @@ def run_report(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
     metrics = build_metrics(ev)
     metrics["recipe_hash"] = ctx.recipe.hash
     out_dir.mkdir(parents=True, exist_ok=True)
+    from ..plots import plot_run
+
+    jobs = {label: ctx.store.path(rel) for label, rel in (ev.get("jobs") or {}).items()}
+    metrics["plots"] = [p.name for p in plot_run(metrics, jobs, out_dir)]
     previous = ctx.store.read_json(f"{unit.folder}/recipe.json") or {}
     version = {"hash": ctx.recipe.hash, "recipe": ctx.recipe.resolved,
                "file": str(ctx.recipe.file.resolve()) if ctx.recipe.file else None,
@@ -212,6 +286,10 @@ def publish_report(ctx: RunContext, unit: Unit) -> None:
     metrics = store.read_json(f"{unit.folder}/metrics.json")
     for name in ("metrics.json", "recipe.json", "report.md"):
         store.write_text(name, store.path(unit.folder, name).read_text(encoding="utf-8"))
+    for name in metrics.get("plots") or []:  # report.md links them beside it
+        tmp = store.path(f".{name}.tmp")
+        tmp.write_bytes(store.path(unit.folder, name).read_bytes())
+        tmp.replace(store.path(name))
     ctx.metrics = metrics
     print_report(metrics, ctx.recipe.model.name, Console())
     lg = loggers(ctx.recipe)

@@ -29,15 +29,24 @@ def open_source(source, overrides=(), plugins=(), output=None) -> tuple[Recipe, 
         if not stored.is_file():
             raise CheckpointError("not a run folder (no recipe.json: no version of a recipe has finished in it)",
                                   file=source, hint="give the recipe file instead, or run it to the end first")
-        version = json.loads(stored.read_text(encoding="utf-8"))
+        try:
+            version = json.loads(stored.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"the run folder's recipe.json is not valid JSON ({exc})", file=stored,
+                                  expected="the JSON mtkd writes when a recipe version finishes") from None
+        if not isinstance(version, dict) or not isinstance(version.get("recipe"), dict):
+            raise CheckpointError("the run folder's recipe.json holds no recipe", file=stored, path="recipe",
+                                  expected="the JSON mtkd writes when a recipe version finishes")
         run_dir = source.parent.parent if source.parent.name == "reports" else source
-        file = Path(version["file"]) if version.get("file") and Path(version["file"]).is_file() else stored
+        named = version.get("file")
+        file = Path(named) if isinstance(named, str) and Path(named).is_file() else stored
         raw = version["recipe"]
         for assignment in overrides:
             from ..recipe import apply_override
 
             apply_override(raw, assignment)
-        recipe = validate_recipe(raw, file=file, extra_plugins=plugins)
+        # A run folder is data: its recipe imports no plugin and switches on no trust_remote_code.
+        recipe = validate_recipe(raw, file=file, extra_plugins=plugins, stored=True)
         return recipe, Path(output) if output else run_dir
     recipe = load_recipe(source, overrides, extra_plugins=plugins)
     return recipe, run_dir_for(recipe, output)

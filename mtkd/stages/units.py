@@ -21,6 +21,7 @@ from ..errors import CheckpointError
 from ..params import path_params
 from ..plugins import get_registries
 from .context import (
+    HOLDOUT,
     RunContext,
     aggregator,
     job_model_dir,
@@ -51,7 +52,8 @@ def data_fields(ctx: RunContext) -> dict:
     for entry in ctx.recipe.resolved["tasks"]:
         paths = set(path_params(reg.tasks.get(entry["type"]).params))
         tasks.append({k: v for k, v in entry.items() if k not in paths})
-    fps = {n: {"train": tb.train_fingerprint, **tb.eval_fingerprints} for n, tb in ctx.tasks.items()}
+    fps = {n: {"train": tb.train_fingerprint, **tb.eval_fingerprints,
+               **({HOLDOUT: tb.carve["holdout_fingerprint"]} if tb.carve else {})} for n, tb in ctx.tasks.items()}
     return {"max_length": ctx.recipe.resolved["data"]["max_length"], "tasks": tasks, "fingerprints": fps}
 
 
@@ -115,7 +117,7 @@ def logit_splits(ctx: RunContext) -> dict[str, list[str]]:
     out = {}
     for name, tb in ctx.tasks.items():
         splits = [tb.task.train_split] if name in distilled and tb.train is not None else []
-        out[name] = splits + list(tb.evals)
+        out[name] = splits + list(tb.evals) + ([HOLDOUT] if tb.holdout is not None else [])
     return {k: v for k, v in out.items() if v}
 
 
@@ -137,11 +139,12 @@ def run_logits(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
 
     from ..data import tokenize_split
     from ..inference import predict_logits
-    from ..model import load_model
+    from ..model import load_model, recipe_allows_code
 
     m = unit.data
     state = ctx.state
-    model = load_model(teacher_model_dir(ctx, inputs[f"teacher:{m.index}"])).to(state.device)
+    model = load_model(teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]),
+                       allow_code=recipe_allows_code(ctx.recipe)).to(state.device)
     r = ctx.recipe.resolved
     for task, splits in logit_splits(ctx).items():
         tb = ctx.tasks[task]
@@ -185,12 +188,13 @@ def member_scores(ctx: RunContext, logit_units: list[Unit], task: str) -> list[f
     from ..training import to_predictions
 
     tb = ctx.tasks[task]
-    if not tb.evals:
+    chosen = tb.selection()  # the holdout when there is one: dev is then only reported
+    if not chosen:
         return None
-    labels = {s: np.asarray(d["label"]) for s, d in tb.evals.items()}
+    labels = {s: np.asarray(d["label"]) for s, d in chosen.items()}
     return [task_score(tb.task.compute_metrics(
-        {s: to_predictions(member_logits(ctx, u, task, s), tb.task.task_type) for s in tb.evals}, labels))
-        for u in logit_units]
+        {s: to_predictions(member_logits(ctx, u, task, tb.selection_source(s)), tb.task.task_type) for s in chosen},
+        labels)) for u in logit_units]
 
 
 def aggregate_outputs(recipe, task, outputs: list[np.ndarray], scores=None) -> np.ndarray:
@@ -251,7 +255,8 @@ def run_soft_targets(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -
         if min_score is not None and scores:
             for name, s in zip(names, scores):
                 if s < min_score:
-                    raise CheckpointError(f"teacher {name} scores {s:.2f} on {task} dev, below min_dev_score",
+                    where = HOLDOUT if tb.holdout is not None else "dev"
+                    raise CheckpointError(f"teacher {name} scores {s:.2f} on {task} {where}, below min_dev_score",
                                           path="teachers.min_dev_score", expected=f">= {min_score}",
                                           found=round(s, 2), hint="retrain it or lower the threshold")
         targets = aggregate(ctx, logit_units, task, tb.task.train_split, scores)
@@ -275,18 +280,23 @@ def load_soft_targets(ctx: RunContext, source: Path) -> dict[str, np.ndarray]:
     (named by the task) and metadata ``fingerprints``: a JSON object task -> fingerprint of the
     training split (``mtkd.data.fingerprint_dataset``).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
     out = {}
     for path in files:
-        with safe_open(str(path), "np") as fh:
-            meta = fh.metadata() or {}
-            if "targets" in fh.keys() and "task" in meta:
-                found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
-            else:
-                fps = json.loads(meta.get("fingerprints", "{}"))
-                found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        try:  # a damaged or foreign file is an input problem, not a crash
+            with safe_open(str(path), "np") as fh:
+                meta = fh.metadata() or {}
+                if "targets" in fh.keys() and "task" in meta:
+                    found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
+                else:
+                    fps = json.loads(meta.get("fingerprints", "{}"))
+                    found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+        except (SafetensorError, OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise CheckpointError(f"unreadable soft-target file: {exc}", file=path,
+                                  expected="safetensors of soft targets written by mtkd",
+                                  hint="recompute them (mtkd recipe run --force soft-targets)") from None
         for task, tensor, fp in found:
             if task not in ctx.tasks:
                 raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
@@ -313,6 +323,13 @@ def soft_targets_source(ctx: RunContext, unit: Unit) -> Path:
 # ---------------------------------------------------------------- students and controls
 
 
+def uses_hidden_states(ctx: RunContext) -> bool:
+    """Whether the student's objective matches the teachers' hidden states (it then needs the teacher models)."""
+    losses = get_registries().losses
+    return any(getattr(losses.get(c["type"]).factory, "uses_hidden_states", False)
+               for c in ctx.recipe.resolved["student"]["objective"].values())
+
+
 def _student_units(ctx: RunContext, kind: str) -> list[Unit]:
     r = ctx.recipe
     s = r.model.student
@@ -321,6 +338,8 @@ def _student_units(ctx: RunContext, kind: str) -> list[Unit]:
     deps: tuple[str, ...] = ()
     if s.init_from_teacher is not None:
         deps += (f"teacher:{s.init_from_teacher}",)
+    if kind == "student" and uses_hidden_states(ctx):
+        deps += tuple(f"teacher:{m.index}" for m in ctx.members() if f"teacher:{m.index}" not in deps)
     objective = r.resolved["student"]["objective"] if kind == "student" else r.resolved["objective"]
     fields = {"config": key_config(ctx.student_config()), "objective": objective, "data": data_fields(ctx),
               "init_from_teacher": s.init_from_teacher}
@@ -361,8 +380,10 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
     # Distilled tasks use the student objective; the others train on hard labels only.
     objs = {t: (student_obj[t] if t in soft else hard[t]) for t in ctx.tasks}
+    teachers = [teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]) for m in ctx.members()] \
+        if uses_hidden_states(ctx) else []
     job = make_job(ctx, f"student-s{unit.data}", out_dir, ctx.student_config(), unit.data, objs, soft=soft,
-                   init_from=_init_from(ctx, inputs))
+                   init_from=_init_from(ctx, inputs), teacher_models=teachers)
     result = run_job(ctx, job)
     return {"seed": unit.data, "model": job_model_dir(out_dir, result).name}
 

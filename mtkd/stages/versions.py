@@ -26,16 +26,28 @@ def _flatten(obj, prefix: str = "") -> dict:
     return {prefix: obj}
 
 
+def _read_json(path: Path, keys=()) -> dict:
+    """A run folder's JSON file; a damaged one is a CheckpointError naming it, not a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"not valid JSON ({exc})", file=path, expected="the JSON file mtkd wrote here") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise CheckpointError(f"lacks {', '.join(missing)}", file=path, expected="the JSON file mtkd wrote here")
+    return data
+
+
 def read_versions(run_dir: Path) -> list[dict]:
     """Every finished version in the run folder, oldest first, the latest marked."""
     run_dir = Path(run_dir)
-    latest = (json.loads((run_dir / "recipe.json").read_text()) if (run_dir / "recipe.json").is_file() else {})
+    latest = _read_json(run_dir / "recipe.json") if (run_dir / "recipe.json").is_file() else {}
     out = []
     for folder in sorted((run_dir / "reports").glob("*")):
         if not (folder / "metrics.json").is_file() or not (folder / "recipe.json").is_file():
             continue
-        version = json.loads((folder / "recipe.json").read_text())
-        metrics = json.loads((folder / "metrics.json").read_text())
+        version = _read_json(folder / "recipe.json", ("hash", "recipe"))
+        metrics = _read_json(folder / "metrics.json")
         out.append({"hash": version["hash"], "created": version.get("created"), "run_dir": str(run_dir),
                     "overrides": version.get("overrides", []), "recipe": version["recipe"], "metrics": metrics,
                     "latest": version["hash"] == latest.get("hash")})

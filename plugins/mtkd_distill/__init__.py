@@ -1,7 +1,8 @@
 """mtkd first-party plugin: distillation objectives and teacher-ensemble rules.
 
 Losses: ``ce``, ``soft-ce`` (the paper), ``kl`` (Hinton, T² scaling explicit), ``mse-logits``,
-``mse``, ``mse-soft`` and ``mixture`` (alpha * soft + (1 - alpha) * hard). Aggregators:
+``mse``, ``mse-soft``, ``mixture`` (alpha * soft + (1 - alpha) * hard) and ``hidden-states`` (a logit
+loss plus the MSE between chosen student and teacher layers). Aggregators:
 ``mean-probs`` (the paper), ``mean-logits``, ``geometric-mean``, ``weighted``, ``majority-vote``
 for classification; ``mean`` and ``median`` for regression. See ``objectives`` and
 ``aggregators`` for the exact formulas.
@@ -10,6 +11,7 @@ for classification; ``mean`` and ``median`` for regression. See ``objectives`` a
 import mtkd
 
 from .aggregators import AGGREGATORS
+from .hidden import HiddenStates, HiddenStatesParams
 from .objectives import OBJECTIVES
 
 
@@ -17,6 +19,7 @@ from .objectives import OBJECTIVES
 def register_losses(register):
     for name, (factory, params) in OBJECTIVES.items():
         register(name, factory, params=params)
+    register("hidden-states", HiddenStates, params=HiddenStatesParams)
 
 
 @mtkd.hookimpl

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from mtkd.errors import RecipeError
 from mtkd.params import Params
@@ -101,10 +101,13 @@ class WeightedParams(TemperatureParams):
 
     @field_validator("weights")
     @classmethod
-    def _check(cls, value):
+    def _check(cls, value, info: ValidationInfo):
         if value is not None:
             if not value:
                 raise ValueError("give one weight per teacher member")
+            members = (info.context or {}).get("teacher_members")  # known when a recipe is validated
+            if members is not None and len(value) != members:
+                raise ValueError(f"give one weight per teacher member: {members} weight(s), not {len(value)}")
             if any(w < 0 for w in value):
                 raise ValueError("weights must not be negative")
             if sum(value) <= 0:

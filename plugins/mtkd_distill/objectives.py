@@ -230,6 +230,9 @@ def _validate_part(spec: Any, role: str) -> dict:
         reg = losses.get(name)
     except UnknownComponentError as exc:
         raise params_error(("type",), f"{exc.message} ({exc.expected})", found=name) from None
+    if getattr(reg.factory, "uses_hidden_states", False):
+        raise params_error(("type",), f"{name!r} matches hidden states and cannot be the {role} part of a loss; "
+                                      "make it the objective and put this loss in its `base`", found=name)
     # A ValidationError raised here is re-rooted by pydantic under `hard` / `soft`.
     params = reg.params.model_validate({k: v for k, v in spec.items() if k != "type"})
     return {"type": name, **params.model_dump(mode="json")}

@@ -30,7 +30,7 @@ __all__ = ["GLUE_FILES", "SPECS", "BadRowsWarning", "GlueParams", "GlueTask", "T
 @mtkd.hookimpl
 def register_tasks(register):
     for config in SPECS:
-        register(config, glue_factory(config), params=GlueParams)
+        register(config, glue_factory(config), params=GlueParams, data_sources=("glue",))
     register("table", table_factory, params=TableParams)
 
 

@@ -73,7 +73,12 @@ def _parse_params(items) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise RecipeError("invalid --param", path="--param", expected="KEY=VALUE", found=item)
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise RecipeError("the --param value is not valid YAML", path=f"--param {key}",
+                              expected="a YAML value, as in a recipe (quote text that holds YAML syntax)",
+                              found=f"{value} ({getattr(exc, 'problem', exc)})") from None
     return params
 
 

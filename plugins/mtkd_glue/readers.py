@@ -170,7 +170,7 @@ def read_glue_tsv(path: Path, fmt, parse_label: LabelParser | None, bad: BadRows
     except csv.Error as exc:
         raise DataError(f"unreadable TSV: {exc}", file=path, hint=SKIP_HINT) from None
     except UnicodeDecodeError as exc:
-        raise DataError("the file is not UTF-8 text", file=path, found=str(exc)) from None
+        raise DataError("the file is not UTF-8 text", file=path, found=str(exc), expected="UTF-8 text") from None
     columns = {"text_a": text_a, **({"text_b": text_b} if pair else {}), "label": labels, "idx": ids}
     return to_dataset(columns, pair, regression)
 
@@ -318,7 +318,7 @@ def read_table_rows(path: str, fmt: str, columns: list[str], optional: list[str]
     except csv.Error as exc:
         raise DataError(f"unreadable {fmt.upper()} file: {exc}", file=path) from None
     except UnicodeDecodeError as exc:
-        raise DataError("the file is not UTF-8 text", file=path, found=str(exc)) from None
+        raise DataError("the file is not UTF-8 text", file=path, found=str(exc), expected="UTF-8 text") from None
 
 
 def _jsonl_rows(f, path, columns, optional, bad: BadRows):

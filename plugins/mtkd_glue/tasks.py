@@ -198,6 +198,10 @@ class GlueTask(_Metrics):
             raw = load_hub_split(where, self.spec.config, split, cache_dir=cache_dir)
             ds = normalize_hub_split(raw, self.spec, split, bad, labeled=labeled)
         self.bad_rows[split] = bad.report(self.name, split)
+        if labeled and not len(ds):  # nothing to train on or to score: fail now, not after training
+            raise DataError(f"{self.spec.config} {split}: no rows" + (
+                f" ({self.bad_rows[split]} skipped as bad)" if self.bad_rows[split] else ""), file=bad.file,
+                expected="at least one labeled row")
         self._cache[split] = ds
         return ds
 
@@ -304,6 +308,10 @@ class TableParams(Params):
             raise ValueError("`labels` is for classification tasks, not regression")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("`labels` has duplicates")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("a classification task needs at least 2 `labels`")
+        if len(set(self.text_columns)) != len(self.text_columns):
+            raise ValueError("`text_columns` names the same column twice")
         allowed = M.REGRESSION_METRICS if self.task_type == "regression" else M.CLASSIFICATION_METRICS
         wrong = [m for m in self.metrics or [] if m not in allowed]
         if wrong:
@@ -393,10 +401,16 @@ class TableTask(_Metrics):
                 self.load_split("train")
             else:  # the labels are the train file's: read it whole first
                 rows = list(rows)
-                self._labels = _natural_sorted({r[p.label_column] for _, _, r in rows if r[p.label_column] != ""})
+                labels = _natural_sorted({r[p.label_column] for _, _, r in rows if r[p.label_column] != ""})
+                if len(labels) == 1:  # (none at all: "no usable rows" below)
+                    raise DataError(f"the training file has only one distinct label in {p.label_column!r}",
+                                    file=path, path=p.label_column,
+                                    expected="at least 2 classes (or task_type: regression)", found=labels)
+                self._labels = labels
         ids = {name: i for i, name in enumerate(self._labels or [])}
         expected = ("a number" if regression else "one of the task's labels: " + ", ".join(self._labels))
         cols = {"text_a": [], "text_b": [], "label": [], "idx": []}
+        seen_ids: dict[int, str] = {}
         for where, rowno, row in rows:
             value = row.get(p.label_column, "")
             if value == "" and not labeled:
@@ -421,6 +435,11 @@ class TableTask(_Metrics):
                     bad(where, f"invalid {p.id_column}", expected="an integer id", found=row[p.id_column])
                     continue
                 idx = int(cell)
+                if idx in seen_ids:  # predictions and submissions are keyed by id
+                    bad(where, f"duplicate {p.id_column}", expected=f"unique ids ({idx} is on {seen_ids[idx]} too)",
+                        found=row[p.id_column])
+                    continue
+                seen_ids[idx] = where
             else:
                 idx = rowno
             cols["text_a"].append(row[p.text_columns[0]])
@@ -432,8 +451,12 @@ class TableTask(_Metrics):
             del cols["text_b"]
         self.bad_rows[split] = bad.report(self.name, split)
         if split == "train" and not cols["idx"]:
-            raise DataError("the training file has no usable rows", file=path,
+            raise DataError("the training file has no usable rows", file=path, expected="at least one labeled row",
                             hint=f"no row has {p.split_column} = {p.split_values['train']!r}" if p.split_column
+                            else None)
+        if labeled and not cols["idx"]:
+            raise DataError(f"the {split} file has no rows", file=path, expected="at least one labeled row",
+                            hint=f"no row has {p.split_column} = {p.split_values[split]!r}" if p.split_column
                             else None)
         ds = to_dataset(cols, len(p.text_columns) == 2, regression)
         self._cache[split] = ds

@@ -118,7 +118,8 @@ def _load_config(params: HFEncoderParams, source: str, hub_kwargs: dict):
             close = difflib.get_close_matches(key, list(config.to_dict()), n=1)
             raise RecipeError(f"config_overrides: {config.model_type} configs have no key {key!r}"
                               + (f"; did you mean {close[0]!r}?" if close else ""),
-                              path=f"config_overrides.{key}", found=key)
+                              path=f"config_overrides.{key}", found=key,
+                              expected=f"a key of the {config.model_type} config (transformers' {type(config).__name__})")
         setattr(config, key, value)
     if params.num_layers is not None:
         have = config.num_hidden_layers

@@ -108,15 +108,18 @@ def _verify(model, task: str, hf_model, tokenizer, checkpoint) -> None:
                     hint="this encoder family's classification model is not pooled-[CLS] + linear")
 
 
-def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
-    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``."""
+def export_task(checkpoint, task: str, out, *, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
+    """Write ``task`` of the checkpoint folder as a Hugging Face folder at ``out``; return ``out``.
+
+    ``trust_remote_code`` is the user's opt-in; a checkpoint asking for it on its own is refused.
+    """
     from mtkd.model import load_model
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise CheckpointError("the output folder exists and is not empty", file=out,
                               hint="choose another folder or pass --force to replace it")
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, allow_code=trust_remote_code)
     hf_model = build_sequence_classifier(model, task, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -138,7 +141,8 @@ def export_task(checkpoint, task: str, out, *, overwrite: bool = False) -> Path:
 def _model_folder(source: Path, role: str, seed, output, overrides, plugins) -> Path:
     """SOURCE as a model folder: a checkpoint folder as is; a recipe or run folder: its ``role`` model."""
     if not source.exists():
-        raise CheckpointError("checkpoint folder not found (nor a recipe file or a run folder)", file=source)
+        raise CheckpointError("checkpoint folder not found (nor a recipe file or a run folder)", file=source,
+                              expected="an mtkd checkpoint folder, a recipe file or a run folder")
     if source.is_dir() and not (source / "recipe.json").is_file():
         return source  # a checkpoint folder; load_model says what is wrong with it
     from mtkd.cli import chosen_model
@@ -161,14 +165,19 @@ def _model_folder(source: Path, role: str, seed, output, overrides, plugins) -> 
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE", help="Load an extra plugin.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export_command(source, out, task, role, seed, output, overrides, plugins, force):
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run Python code that the checkpoint's encoder folder ships (only if you trust its source).")
+def export_command(source, out, task, role, seed, output, overrides, plugins, force, trust_remote_code):
     """Export one task of a model as a Hugging Face model folder OUT.
 
     SOURCE is a checkpoint folder, or a recipe file / run folder whose --model (default: the student) is
     exported. The folder loads with AutoModelForSequenceClassification.from_pretrained(OUT) and gives the
     same predictions (checked before writing).
     """
+    from mtkd.cli import check_writable_folder
+
+    check_writable_folder(out, "OUT")
     checkpoint = _model_folder(source, role, seed, output, overrides, plugins)
-    path = export_task(checkpoint, task, out, overwrite=force)
+    path = export_task(checkpoint, task, out, overwrite=force, trust_remote_code=trust_remote_code)
     click.echo(f"exported {task!r} to {path}")
     click.echo(f"  load it with: AutoModelForSequenceClassification.from_pretrained({str(path)!r})")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mtkd.params import Params, path_field
+from mtkd.params import Params, path_field, trust_field
 
 
 class HFEncoderParams(Params):
@@ -22,7 +22,8 @@ class HFEncoderParams(Params):
         "auto", description="auto = the model's pooler when it has one (BERT's pooled [CLS]), else cls")
     dropout: float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
     gradient_checkpointing: bool = False
-    trust_remote_code: bool = Field(False, description="run model code from the hub (only if you trust it)")
+    trust_remote_code: bool = trust_field(description="run the Python code a model folder or hub repository "
+                                                      "ships (only if you trust it); never taken from a checkpoint")
     revision: str | None = Field(None, description="hub branch, tag or commit")
     tokenizer: str | None = path_field(None, description="tokenizer hub id or folder; default: the model's")
 
