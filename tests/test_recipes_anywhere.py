@@ -65,10 +65,12 @@ def test_extends_a_shipped_recipe_from_any_folder_with_its_data_from_its_folder(
     # A local parent's relative data path too, and a hub id is left alone.
     (tmp_path / "parent").mkdir()
     (tmp_path / "parent" / "mydata").mkdir()
-    (tmp_path / "parent" / "p.yaml").write_text("extends: mtkd:base.yaml\ndata: {glue: mydata, other: org/hub-id}\n")
+    (tmp_path / "parent" / "p.yaml").write_text("extends: mtkd:base.yaml\ndata: {glue: mydata}\n")
     (tmp_path / "sub" / "c.yaml").write_text("extends: ../parent/p.yaml\nname: c\ntasks: [rte]\n")
     data = load_recipe(tmp_path / "sub" / "c.yaml").resolved["data"]
-    assert data["glue"] == os.path.join("..", "parent", "mydata") and data["other"] == "org/hub-id"
+    assert data["glue"] == os.path.join("..", "parent", "mydata")
+    (tmp_path / "parent" / "p.yaml").write_text("extends: mtkd:base.yaml\ndata: {glue: org/hub-id}\n")
+    assert load_recipe(tmp_path / "sub" / "c.yaml").resolved["data"]["glue"] == "org/hub-id"
     (tmp_path / "sub" / "typo.yaml").write_text("extends: mtkd:quikstart.yaml\nname: x\n")
     result = run_cli("recipe", "validate", tmp_path / "sub" / "typo.yaml")
     assert result.exit_code == 2 and "no shipped recipe" in result.output and "mtkd:quickstart.yaml" in result.output
@@ -78,11 +80,11 @@ def test_validate_reports_every_missing_source_at_once(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({
         "extends": "mtkd:base.yaml", "name": "r", "data": {"glue": "./no-such-folder"},
         "tasks": ["rte", {"name": "mine", "type": "table", "train": "missing.csv", "text_columns": ["s"]}],
-        "teachers": {"members": [{"seed": 1, "checkpoint": "./no-teacher"}]}}))
+        "encoder": {"type": "hf", "model": "./no-such-model"}}))
     result = run_cli("recipe", "validate", tmp_path / "r.yaml")
     assert result.exit_code == 2
     for expected in ("tasks[0]", "GLUE data folder not found", "tasks[1].train", "data file not found",
-                     "teachers.members[0].checkpoint"):
+                     "encoder.model"):
         assert expected in result.output, expected
 
 
