@@ -34,6 +34,11 @@ class MtkdGroup(click.Group):
 
 
 def render_error(exc: MtkdError) -> None:
+    for each in getattr(exc, "errors", None) or [exc]:
+        _render_one(each)
+
+
+def _render_one(exc: MtkdError) -> None:
     # Escaped (a path such as ``heads[default]`` is not rich markup) and never wrapped, so a long file
     # path or key path stays on one line and can be copied.
     where = exc.file or ""
@@ -71,8 +76,29 @@ def set_option(f):
                         help="Override a recipe value, e.g. --set training.lr=3e-5 (repeatable).")(f)
 
 
+def _print_version(ctx, param, value):
+    """``--version``: mtkd's and the versions a bug report needs first (``mtkd env`` has everything)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .extras import environment
+
+    info = environment()
+    cuda = info.get("cuda") or {}
+    torch_text = f"torch {info['torch']}" if info.get("torch") else "torch not installed"
+    if info.get("torch"):
+        torch_text += f" (CUDA {cuda['built_with']}, {'available' if cuda['available'] else 'not available'})" \
+            if cuda.get("built_with") else " (CPU build)"
+    click.echo(f"mtkd, version {__version__}")
+    click.echo(f"Python {info['python']}, {torch_text}, transformers {info['transformers']}, "
+               f"accelerate {info['accelerate']}, deepspeed {info['deepspeed'] or 'not installed'}")
+    plugins = ", ".join(f"{p['name']} {p['version'] or '(local)'}" for p in info["plugins"]) or "none"
+    click.echo(f"plugins: {plugins}")
+    ctx.exit()
+
+
 @click.group(cls=MtkdGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="mtkd")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of mtkd, Python, torch/CUDA and the main libraries, and exit.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.option("--no-recipe-plugins", is_flag=True,
               help="Never import the plugins a recipe names in `plugins:` (for recipes you did not write, and CI); "
@@ -99,10 +125,11 @@ def plugins():
 
 
 @plugins.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, plugin, version}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {kind, name, plugin, version, distribution, description}.")
 @plugin_option
 def plugins_list(as_json, plugins):
-    """List every registered component with the plugin that registered it."""
+    """List every registered component with the distribution (or local module) that registered it."""
     from .plugins import get_registries, load_plugins
 
     load_plugins(plugins)
@@ -112,13 +139,52 @@ def plugins_list(as_json, plugins):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="mtkd components")
-    for col in ("kind", "name", "plugin", "version", "description"):
-        # Names are copied into recipes: never cut them short; the description wraps instead.
-        table.add_column(col, no_wrap=col != "description")
-    for r in rows:
-        table.add_row(r["kind"], r["name"], r["plugin"], r["version"] or "local", r["description"])
+    from rich import box
+
+    # One line per component at any width: names are copied into recipes and never cut; the description
+    # is cut to the terminal (in full with --json); the distribution says what to pip install or upgrade.
+    table = Table(title="mtkd components", box=box.SIMPLE_HEAD, padding=(0, 1))
+    cells = [(r["kind"], r["name"], f"{r['distribution']} {r['version']}" if r["distribution"]
+              else f"{r['plugin']} (local)", r["description"] or "") for r in rows]
+    widths = [max([len(col)] + [len(c[i]) for c in cells]) for i, col in ((1, "name"), (2, "from"))]
+    room = max(12, out.width - sum(widths) - 10)  # what the other columns, padding and edges leave
+    for col in ("name", "from", "description"):
+        table.add_column(col, no_wrap=True)
+    kind = None
+    for k, name, source, text in cells:
+        if k != kind:  # a heading line per kind (tasks, encoders, ...) instead of a column
+            table.add_row(f"[bold]{k}[/]", "", "")
+            kind = k
+        table.add_row(escape(name), escape(source), escape(text if len(text) <= room else text[: room - 1] + "…"))
     out.print(table)
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON.")
+def env(as_json):
+    """Versions for a bug report: mtkd, Python, torch, CUDA, transformers, accelerate, DeepSpeed, the plugins."""
+    from .extras import environment
+
+    info = environment()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    cuda = info.get("cuda") or {}
+    lines = [("mtkd", info["mtkd"]), ("Python", f"{info['python']} ({info['platform']})"),
+             ("torch", info["torch"] or "not installed")]
+    if info["torch"]:
+        devices = ", ".join(cuda["devices"]) or "none visible"
+        lines.append(("CUDA", f"built with {cuda['built_with']}; devices: {devices}" if cuda["built_with"]
+                      else "CPU-only build of torch"))
+    for dist in ("transformers", "accelerate", "deepspeed", "datasets", "wandb", "pydantic", "pluggy"):
+        hint = " (pip install 'mtkd[deepspeed]')" if dist == "deepspeed" else ""
+        lines.append((dist, info[dist] or f"not installed{hint}"))
+    for p in info["plugins"]:
+        where = f"{p['distribution']} {p['version']}" if p["distribution"] else p["source"]
+        lines.append((f"plugin {p['name']}", f"{where} ({p['module']})"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key:<{width}}  {value}")
 
 
 # ---------------------------------------------------------------- recipes
@@ -134,12 +200,21 @@ def recipe():
 @set_option
 @plugin_option
 def recipe_validate(files, overrides, plugins):
-    """Check recipes (both passes); exit code 2 on the first invalid one."""
-    from .recipe import load_recipe
+    """Check recipes (both passes) and that their data sources, checkpoints and model folders exist;
+    every problem found is reported, exit code 2 on the first invalid recipe."""
+    from .recipe import check_sources, load_recipe
 
     for f in files:
         r = load_recipe(f, overrides, extra_plugins=plugins)
+        check_sources(r)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
+        from .extras import MissingExtraError, check_recipe_extras
+
+        try:
+            check_recipe_extras(r.resolved, file=r.file)
+        except MissingExtraError as exc:  # valid, but `run` needs the extra first
+            console.print(f"[yellow]note[/]: {escape(exc.message)}; {escape(exc.hint)} before `mtkd recipe run`",
+                          highlight=False, soft_wrap=True)
 
 
 @recipe.command("show")
@@ -163,13 +238,81 @@ def recipe_show(file, overrides, plugins, as_json):
 
 @recipe.command("schema")
 @plugin_option
-def recipe_schema(plugins):
-    """Print the recipe JSON Schema, including each registered component's parameters."""
+@click.option("--resolved", is_flag=True, help="The recipe after extends and defaults (every section required), "
+                                               "not the file a user writes.")
+def recipe_schema(plugins, resolved):
+    """Print the JSON Schema of a recipe file, including each registered component's parameters.
+
+    Point an editor's YAML language server at it (e.g. a `# yaml-language-server: $schema=mtkd-recipe.json`
+    first line) to check and complete recipes as you type.
+    """
     from .plugins import load_plugins
     from .recipe import json_schema
 
     load_plugins(plugins)
-    click.echo(json.dumps(json_schema(), indent=2))
+    click.echo(json.dumps(json_schema(resolved=resolved), indent=2))
+
+
+INIT_TEMPLATE = """\
+# A starting recipe. Check it with `mtkd recipe validate {file}`, run it with `mtkd recipe run {file}`.
+# Every key below overrides the recipe it extends; `mtkd recipe show {file}` prints the full result, and
+# `mtkd recipe schema` describes every key. Shipped recipes: {shipped}.
+extends: mtkd:{parent}
+name: {name}
+{body}"""
+
+INIT_BODIES = {
+    "quickstart": """\
+# The quickstart's tasks and data (a small GLUE sample shipped with mtkd). Your own data instead:
+# data:
+#   glue: path/to/glue_data      # a glue_data TSV folder, a Parquet folder, or a hub id such as nyu-mll/glue
+# tasks: [cola, sst2, rte]       # GLUE task names, or a `table` task for your own CSV/TSV/JSON-lines files
+training:
+  epochs: 2                      # passes over the training data, for teachers and student alike
+teachers:
+  members:                       # each member: a variation of the base set-up (seed, heads, training...)
+    - {name: teacher-linear, seed: 1}
+    - {name: teacher-san, seed: 2, heads: {rte: {type: san}}}
+student:
+  seeds: [3]                     # one student per seed
+  control: true                  # also train the student on hard labels only, to see what distillation adds
+# logging:
+#   trackers: [{type: wandb, project: my-project}]   # offline when no W&B API key is set
+""",
+    "base": """\
+data:
+  glue: nyu-mll/glue             # a glue_data TSV folder, a Parquet folder, or a hub id
+tasks: [rte]                     # GLUE task names, or a `table` task for your own files
+teachers:
+  members:
+    - {seed: 1}
+student:
+  seeds: [2]
+  control: true
+""",
+}
+
+
+@recipe.command("init")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--from", "start", type=click.Choice(sorted(INIT_BODIES)), default="quickstart", show_default=True,
+              help="The shipped recipe to start from.")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def recipe_init(path, start, force):
+    """Write a starting recipe, with comments, that extends a recipe shipped with mtkd."""
+    from .recipe import shipped_recipes
+
+    if path.exists() and not force:
+        raise MtkdError("the file exists", file=path, hint="pick another name, or add --force to overwrite it")
+    name = path.stem.replace("_", "-") or "my-recipe"
+    text = INIT_TEMPLATE.format(file=path, shipped=", ".join("mtkd:" + n for n in shipped_recipes()),
+                                parent=f"{start}.yaml", name=name, body=INIT_BODIES[start])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    out.print(f"[green]wrote[/] {escape(str(path))} [dim](extends mtkd:{start}.yaml)[/]", highlight=False,
+              soft_wrap=True)
 
 
 @recipe.command("run")
@@ -183,7 +326,8 @@ def recipe_schema(plugins):
 @click.option("--output", type=click.Path(), help="Run folder (default: <output_dir>/<recipe name>).")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Start this many processes (torchrun-style, gloo on CPU).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs and CI).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Only errors and the final table (no headings, bars, progress lines or wandb output).")
 def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     """Run a recipe: teachers -> logits -> soft targets -> student, control -> evaluation -> report.
 
@@ -195,7 +339,14 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
     from .stages import run_pipeline
     from .training import RunInterrupted
 
+    if quiet:  # wandb prints its banner and sync lines itself: its own switch, inherited by workers
+        from .progress import silence_libraries
+
+        silence_libraries()
     r = load_recipe(file, overrides, extra_plugins=plugins)
+    from .extras import check_recipe_extras
+
+    check_recipe_extras(r.resolved, file=r.file)  # DeepSpeed asked for, not installed: name the extra
     if output:
         check_writable_folder(Path(output), "--output")
     else:
@@ -318,6 +469,35 @@ def runs_list(run_dir, as_json):
                                                                               "teachers")))
     out.print(table)
     out.print("[dim]* the run folder's latest version (its top-level report)[/]")
+
+
+@runs.command("gc")
+@click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def runs_gc(run_dirs, dry_run):
+    """Free space in run folders (default: every one under ./runs) without losing anything a run reuses.
+
+    Removes the model folder a finished job does not use (final/ when it keeps best/), finished jobs'
+    resumable checkpoints and what stopped runs left (*.staging, *.old, *.tmp).
+    """
+    from .stages.gc import run_gc
+    from .stages.versions import find_run_dirs
+
+    dirs = list(run_dirs) or find_run_dirs(Path("runs"))
+    if not dirs:
+        raise MtkdError("no run folder found", file="runs", hint="give the run folder: mtkd runs gc RUN_DIR")
+    for d in dirs:
+        if not d.is_dir():
+            raise MtkdError("run folder not found", file=d, expected="a folder written by mtkd recipe run")
+    total = 0
+    for d in dirs:
+        plan = run_gc(d, dry_run=dry_run)
+        for r in plan.removals:
+            out.print(f"{'would remove' if dry_run else 'removed'} {escape(str(r.path))} "
+                      f"[dim]({r.bytes / 1e6:.1f} MB; {escape(r.why)})[/]", highlight=False, soft_wrap=True)
+        total += plan.bytes
+    verb = "would free" if dry_run else "freed"
+    out.print(f"{verb} {total / 1e6:.1f} MB in {len(dirs)} run folder(s)", highlight=False)
 
 
 @runs.command("compare")

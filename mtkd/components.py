@@ -160,9 +160,15 @@ class TaskSampler(Protocol):
 
 @runtime_checkable
 class Logger(Protocol):
-    """Records metrics. ``start`` is called once, on the main process only."""
+    """Records metrics. ``start`` is called once per job, on the main process only.
 
-    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict) -> None: ...
+    ``run_id`` (optional in ``start``'s signature) is the job's stable id: a resumed job passes the
+    same one. Optional methods: ``tracking_key()`` (which tracker a job was logged to, for backfill),
+    ``log_table(key, columns, rows, *, step)`` and ``log_images({name: path}, *, step)`` (the report run).
+    """
+
+    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict,
+              run_id: str | None = None) -> None: ...
 
     def log(self, metrics: dict[str, float], *, step: int) -> None: ...
 

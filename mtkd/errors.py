@@ -65,6 +65,18 @@ class CheckpointError(MtkdError):
     """A checkpoint or soft-target file that does not match what the run expects."""
 
 
+class ManyErrors(MtkdError):
+    """Several independent problems found in one pass (``recipe validate``): all reported at once."""
+
+    def __init__(self, errors: list[MtkdError]):
+        super().__init__(f"{len(errors)} problems", file=errors[0].file if errors else None)
+        self.errors = list(errors)
+        self.exit_code = max((e.exit_code for e in self.errors), default=2)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
 class TrainingDiverged(MtkdError):
     """A loss, a gradient or the final weights became NaN or infinite: the job stopped without a model."""
 

@@ -134,9 +134,22 @@ def recipe_error(exc: ValidationError, *, file=None, prefix: str = "", model=Non
     """The first error of a pydantic ``ValidationError``, as a RecipeError naming file and path.
 
     ``model`` (the class that was validated) lets an unknown key get a "did you mean" suggestion.
-    The error's ``error_type`` attribute keeps pydantic's error type (``string_type``, ``missing``...).
+    The error's ``error_type`` attribute keeps pydantic's error type (``string_type``, ``missing``...);
+    its ``errors`` attribute holds every problem (one per location), for the CLI to show them all.
     """
-    errors = exc.errors()
+    remaining = exc.errors()
+    every = []
+    while remaining:
+        loc, group = _collapse_union(remaining)
+        every.append(_one_error(remaining, file=file, prefix=prefix, model=model))
+        remaining = [e for e in remaining if e not in group]
+    first = every[0]
+    if len(every) > 1:
+        first.errors = every
+    return first
+
+
+def _one_error(errors: list[dict], *, file, prefix: str, model) -> RecipeError:
     loc, group = _collapse_union(errors)
     err = errors[0]
     path = join_path(prefix, loc) or "(top level)"

@@ -8,6 +8,7 @@ the plugin registering NAME declared, and fills in its defaults. The result is a
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 import json
@@ -21,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 from pydantic.functional_validators import AfterValidator
 
-from .errors import RecipeError, UnknownComponentError
+from .errors import MtkdError, RecipeError, UnknownComponentError
 from .params import recipe_error
 from .plugins import get_registries, load_plugins
 
@@ -189,6 +190,19 @@ class Logging(_Strict):
     trackers: list[Component] = Field(default_factory=list)
     quiet: bool = False
     group: str | None = Field(None, description="tracker group for every job of the run; default the recipe name")
+    progress_every_steps: int | None = Field(None, gt=0, description="when stderr is not a terminal: a progress "
+                                                                     "line every this many steps (default 50)")
+    progress_every_seconds: float | None = Field(None, gt=0, description="... or every this many seconds, "
+                                                                         "whichever comes first (default 30)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_progress_keys(self, handler):
+        """Unset display settings stay out of the resolved recipe, so they never change its hash."""
+        data = handler(self)
+        for key in ("progress_every_steps", "progress_every_seconds"):
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Scaling(_Strict):
@@ -303,8 +317,65 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+#: ``extends: mtkd:base.yaml`` names a recipe shipped inside the package (mtkd/recipes/), from any folder.
+SHIPPED_PREFIX = "mtkd:"
+
+
+def shipped_recipes_dir() -> Path:
+    """The folder of the recipes installed with mtkd (``recipes/`` in a clone links to it)."""
+    return Path(__file__).resolve().parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.name for p in shipped_recipes_dir().glob("*.yaml"))
+
+
+def _parent_path(parent: str, child: Path) -> Path:
+    if not parent.startswith(SHIPPED_PREFIX):
+        return (child.parent / parent).resolve()
+    name = parent[len(SHIPPED_PREFIX):]
+    if not name.endswith((".yaml", ".yml")):
+        name += ".yaml"
+    path = shipped_recipes_dir() / name
+    if "/" in name or os.sep in name or not path.is_file():
+        raise RecipeError("no shipped recipe by that name", file=child, path="extends",
+                          expected="one of: " + ", ".join(SHIPPED_PREFIX + n for n in shipped_recipes()),
+                          found=parent)
+    return path
+
+
+#: ``data:`` keys that are settings, not data sources.
+DATA_SETTINGS = ("max_length", "on_bad_rows", "cache_dir")
+
+
+def _rebase(value, parent_dir: Path, child_dir: Path):
+    """A relative path that exists from the parent's folder, re-written relative to the child's."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return value
+    if parent_dir == child_dir or not (parent_dir / value).exists():
+        return value  # not a path of the parent's (a hub id, or a path from the working directory)
+    return os.path.relpath(parent_dir / value, child_dir)
+
+
+def _rebased_paths(data: dict, parent_dir: Path, child_dir: Path) -> dict:
+    """A parent's data sources and task files stay relative to the parent's folder once merged into a child."""
+    data = copy.deepcopy(data)
+    if isinstance(data.get("data"), dict):
+        for key, value in data["data"].items():
+            if key not in DATA_SETTINGS:
+                data["data"][key] = _rebase(value, parent_dir, child_dir)
+    if isinstance(data.get("tasks"), list):
+        for entry in data["tasks"]:
+            if isinstance(entry, dict):
+                for key, value in entry.items():
+                    if key not in ("name", "type"):
+                        entry[key] = _rebase(value, parent_dir, child_dir)
+    return data
+
+
 def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict:
-    """The recipe with ``extends:`` resolved (paths relative to the file that names them).
+    """The recipe with ``extends:`` resolved (paths relative to the file that names them;
+    ``mtkd:NAME`` is a recipe shipped with the package).
 
     ``origins``, when given, is filled with each entry of the merged ``plugins:`` -> the file that declared it.
     """
@@ -326,9 +397,10 @@ def load_raw(path: Path, _seen: tuple = (), origins: dict | None = None) -> dict
         if not isinstance(parent, str):
             raise RecipeError("invalid `extends`", file=path, path="extends", expected="a file name or a list of them",
                               found=parent)
-        parent_path = (path.parent / parent).resolve()
+        parent_path = _parent_path(parent, path)
         parent_origins: dict = {}
-        parent_data = load_raw(parent_path, (*_seen, path), parent_origins)
+        parent_data = _rebased_paths(load_raw(parent_path, (*_seen, path), parent_origins), parent_path.parent,
+                                     path.parent)
         rebased = _rebased_plugins(parent_data.get("plugins"), parent_path.parent, path.parent)
         if origins is not None:
             for old, new in zip(parent_data.get("plugins") or [], rebased):
@@ -543,17 +615,29 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> R
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
     # Pass 2: every component against the params its plugin registered.
+    token = _COLLECTED.set([])  # bad components are collected, so that all of them are reported at once
     try:
-        _second_pass(model, resolved, file)
-    except UnknownComponentError as exc:
-        if not refused:
+        try:
+            _second_pass(model, resolved, file)
+        except UnknownComponentError as exc:
+            if refused:
+                exc.message += (f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may "
+                                "provide it)")
+                exc.hint = ("a run folder's recipe never loads code: review the plugin and name it with --plugin, "
+                            "or give the recipe file" if stored else
+                            f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or "
+                            "--no-recipe-plugins): review their code and run without it, or install the plugin and "
+                            "name it with --plugin")
             raise
-        exc.message += f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may provide it)"
-        exc.hint = ("a run folder's recipe never loads code: review the plugin and name it with --plugin, or "
-                    "give the recipe file" if stored else
-                    f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or --no-recipe-plugins): "
-                    "review their code and run without it, or install the plugin and name it with --plugin")
-        raise
+    except MtkdError as exc:
+        if not _COLLECTED.get():
+            raise
+        raise _all_at_once([*_COLLECTED.get(), exc]) from None
+    else:
+        if _COLLECTED.get():
+            raise _all_at_once(_COLLECTED.get())
+    finally:
+        _COLLECTED.reset(token)
     return Recipe(model, resolved, Path(file) if file else None)
 
 
@@ -561,8 +645,27 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
     """Validate one component against its plugin's params and store the filled-in spec."""
     if isinstance(spec, dict):
         spec = Component.model_validate(spec)
-    params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
+    try:
+        params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
+    except RecipeError as exc:
+        collected = _COLLECTED.get()
+        if collected is None:
+            raise
+        collected.append(exc)  # components are independent: report every bad one at once
+        return
     resolved_holder[key] = {"type": spec.type, **params.model_dump(mode="json")}
+
+
+#: While a recipe is validated: the component errors found so far (see _validate_once).
+_COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("mtkd_recipe_errors", default=None)
+
+
+def _all_at_once(errors: list[RecipeError]) -> RecipeError:
+    every = [each for e in errors for each in (getattr(e, "errors", None) or [e])]
+    first = errors[0]
+    if len(every) > 1:
+        first.errors = every
+    return first
 
 
 def _check_data_keys(model: RecipeModel, reg, file) -> None:
@@ -854,9 +957,107 @@ def variation_config(recipe: Recipe, variation) -> dict:
     return {"encoder": encoder, "heads": heads, "training": training}
 
 
-def json_schema() -> dict:
-    """The recipe's JSON Schema, with every registered component's parameters under ``$defs``."""
+def _relax(node):
+    """No key is required in a file that extends another (its parents, or base.yaml, supply them)."""
+    if isinstance(node, dict):
+        node.pop("required", None)
+        for value in node.values():
+            _relax(value)
+    elif isinstance(node, list):
+        for value in node:
+            _relax(value)
+
+
+def _hoisted(kind: str, name: str, sub: dict, defs: dict) -> dict:
+    """A component's params schema with its own ``$defs`` moved into the recipe's (renamed, refs rewritten)."""
+    sub = copy.deepcopy(sub)
+    prefix = f"{kind}.{name}."
+    local = sub.pop("$defs", {})
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            return {k: ("#/$defs/" + prefix + v.rsplit("/", 1)[1] if k == "$ref" and isinstance(v, str)
+                        and v.startswith("#/$defs/") else rewrite(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for key, value in local.items():
+        defs[prefix + key] = rewrite(value)
+    return rewrite(sub)
+
+
+#: Where a recipe file holds components of each kind (JSON pointer-ish paths into the schema).
+_COMPONENT_SITES = {
+    "encoders": [("properties", "encoder", "anyOf", 0)],
+    "heads": [("properties", "heads", "anyOf", 0, "additionalProperties")],
+    "losses": [("$defs", "Objectives", "properties", "classification"),
+               ("$defs", "Objectives", "properties", "regression")],
+    "samplers": [("$defs", "Training", "properties", "sampling")],
+    "aggregators": [("$defs", "Teachers", "properties", "aggregation"),
+                    ("$defs", "Teachers", "properties", "regression_aggregation")],
+    "loggers": [("$defs", "Logging", "properties", "trackers", "items")],
+}
+
+
+def _typed_components(schema: dict) -> None:
+    """Each component site accepts the registered names of its kind, and each name's parameters (an editor
+    completes them and flags a misspelled one); nothing is required, as a child may change one key."""
+    defs = schema.setdefault("$defs", {})
+    registries = get_registries()
+    for kind, sites in _COMPONENT_SITES.items():
+        entries = list(registries[kind])
+        if not entries:
+            continue
+        rules = []
+        for entry in entries:
+            params = _hoisted(kind, entry.name, entry.params.model_json_schema(), defs)
+            props = {"type": {"const": entry.name}, **params.get("properties", {})}
+            rules.append({"if": {"properties": {"type": {"const": entry.name}}, "required": ["type"]},
+                          "then": {"properties": props, "additionalProperties": False}})
+        defs[f"mtkd-{kind}"] = {
+            "type": "object", "description": f"a registered {kind[:-1]}: `type` and its parameters",
+            "properties": {"type": {"enum": sorted(e.name for e in entries)}}, "allOf": rules}
+        for site in sites:
+            node = schema
+            for part in site[:-1]:
+                node = node[part]
+            node[site[-1]] = {"$ref": f"#/$defs/mtkd-{kind}"}
+    # A task entry: its `type` (or, without one, its `name`) picks the task plugin's parameters.
+    entry = defs.get("TaskEntry")
+    if entry is not None:
+        rules = []
+        for reg in registries.tasks:
+            params = _hoisted("tasks", reg.name, reg.params.model_json_schema(), defs)
+            chosen = {"anyOf": [{"required": ["type"], "properties": {"type": {"const": reg.name}}},
+                                {"not": {"required": ["type"]}, "required": ["name"],
+                                 "properties": {"name": {"const": reg.name}}}]}
+            rules.append({"if": chosen, "then": {"properties": {**entry.get("properties", {}),
+                                                                **params.get("properties", {})},
+                                                 "additionalProperties": False}})
+        if rules:
+            entry["allOf"] = rules
+
+
+def json_schema(resolved: bool = False) -> dict:
+    """The JSON Schema of the recipe file a user writes (``extends``, ``- rte`` task names, every key
+    optional, a section set to null to drop a parent's), or with ``resolved`` of the recipe after
+    ``extends`` and defaults. Every registered component's parameters are under ``x-mtkd-components``."""
     schema = RecipeModel.model_json_schema()
+    if not resolved:
+        _relax(schema)
+        props = schema["properties"]
+        for key, sub in list(props.items()):
+            if key not in ("name", "tasks"):
+                props[key] = {"anyOf": [sub, {"type": "null"}], **{k: sub[k] for k in ("description",) if k in sub}}
+        props["tasks"]["items"] = {"anyOf": [{"type": "string", "description": "a task name, e.g. rte"},
+                                             props["tasks"]["items"]]}
+        props["extends"] = {
+            "description": "recipe(s) this one builds on: a file relative to this one, or `mtkd:NAME` for a "
+                           "recipe shipped with mtkd (" + ", ".join(shipped_recipes()) + ")",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        schema["title"] = "mtkd recipe"
+        _typed_components(schema)
     components: dict = {}
     for kind, entry in get_registries().all():
         sub = entry.params.model_json_schema()
@@ -864,3 +1065,61 @@ def json_schema() -> dict:
         components.setdefault(kind, {})[entry.name] = sub
     schema["x-mtkd-components"] = components
     return schema
+
+
+def _looks_like_local_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in value)
+
+
+def check_sources(recipe: Recipe) -> None:
+    """What ``run`` would refuse after loading: missing data files or folders (through each task's optional
+    ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
+    problem found at once (:class:`mtkd.errors.ManyErrors`)."""
+    from .components import TaskContext
+    from .errors import ManyErrors
+
+    reg = get_registries()
+    problems: list[MtkdError] = []
+    data = recipe.resolved["data"]
+    sources = {k: v for k, v in data.items() if k not in DATA_SETTINGS}
+    for i, entry in enumerate(recipe.resolved["tasks"]):
+        params = {k: v for k, v in entry.items() if k not in TaskEntry.model_fields}
+        ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
+                          resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
+        try:
+            task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")
+            check = getattr(task, "check_sources", None)
+            if check is not None:
+                check()
+        except MtkdError as exc:
+            exc.path = f"tasks[{i}]" + (f".{exc.path}" if exc.path else "")
+            problems.append(exc)
+        except Exception as exc:  # a plugin's bug: named, not a traceback
+            from .errors import PluginError
+
+            problems.append(PluginError(f"task {entry['type']!r} could not be built to check its data: "
+                                        f"{type(exc).__name__}: {exc}", file=recipe.file, path=f"tasks[{i}]"))
+
+    def must_exist(value, path, what):
+        if value and not Path(recipe.resolve_path(value)).exists():
+            problems.append(RecipeError(f"{what} not found", file=recipe.file, path=path,
+                                        expected="an existing path (relative paths are read from the working "
+                                                 "directory or the recipe's folder)", found=value))
+
+    model = recipe.model
+    for i, m in enumerate(model.teachers.members if model.teachers else []):
+        must_exist(m.checkpoint, f"teachers.members[{i}].checkpoint", "teacher checkpoint")
+    if model.student is not None:
+        must_exist(model.student.soft_targets, "student.soft_targets", "soft-target file")
+    encoders = [("encoder", recipe.resolved["encoder"])]
+    encoders += [(f"teachers.members[{i}].encoder", m.encoder) for i, m in
+                 enumerate(model.teachers.members if model.teachers else []) if m.encoder]
+    if model.student is not None and model.student.encoder:
+        encoders.append(("student.encoder", model.student.encoder))
+    for path, enc in encoders:
+        for key in ("model", "tokenizer"):
+            value = enc.get(key)
+            if isinstance(value, str) and _looks_like_local_path(value):
+                must_exist(value, f"{path}.{key}", "model folder")
+    if problems:
+        raise problems[0] if len(problems) == 1 else ManyErrors(problems)

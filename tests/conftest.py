@@ -32,9 +32,15 @@ def _first_party_plugins_only(monkeypatch):
     monkeypatch.setenv("MTKD_LOAD_PLUGINS", FIRST_PARTY)
     monkeypatch.delenv("MTKD_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("MTKD_TRACE_PLUGINS", raising=False)
+    # `-q` in an in-process CLI run sets these for the whole process: restored after each test.
+    monkeypatch.delenv("MTKD_QUIET", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", os.environ.get("WANDB_SILENT", "false"))
     plugins.reset()
     yield
     plugins.reset()
+    import logging
+
+    logging.disable(logging.NOTSET)  # an in-process `-q` run turned library logging off
 
 
 @pytest.fixture

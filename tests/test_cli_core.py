@@ -33,7 +33,13 @@ def run(*args):
 def test_version():
     result = run("--version")
     assert result.exit_code == 0
-    assert result.output == f"mtkd, version {mtkd.__version__}\n"
+    lines = result.output.splitlines()
+    assert lines[0] == f"mtkd, version {mtkd.__version__}"
+    import torch
+    import transformers
+
+    assert f"torch {torch.__version__}" in lines[1] and f"transformers {transformers.__version__}" in lines[1]
+    assert lines[2].startswith("plugins: ")
     assert mtkd.__version__ == importlib.metadata.version("mtkd")
 
 
@@ -72,6 +78,22 @@ def test_plugins_list_table_and_a_module_plugin(tmp_path, monkeypatch):
     result = run("plugins", "list", "--plugin", "toy_module_for_cli")
     assert result.exit_code == 0, result.output
     assert "toy-encoder" in result.stdout and "toy_module_for_cli" in result.stdout and "local" in result.stdout
+
+
+def test_plugins_list_fits_80_columns_one_line_per_component(monkeypatch):
+    monkeypatch.setenv("MTKD_LOAD_PLUGINS", "glue,hf,distill,samplers,loggers")
+    plugins.reset()
+    rows = json.loads(run("plugins", "list", "--json").stdout)
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run("plugins", "list").stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for r in rows:
+        (line,) = [line for line in lines if line.split()[:1] == [r["name"]]]  # one line, not wrapped
+        assert f"{r['distribution']} {r['version']}" in line
+        words = r["description"].split()
+        assert words[0] in line and (words[-1] in line or line.rstrip().endswith("…"))
+    headings = [line.strip() for line in lines if line.strip() in {r["kind"] for r in rows}]
+    assert headings == list(dict.fromkeys(r["kind"] for r in rows))
 
 
 def test_plugin_with_a_misspelled_hook_exits_2(tmp_path):
@@ -197,7 +219,7 @@ def test_show_prints_the_resolved_recipe_and_its_hash(recipe):
 
 
 def test_schema_has_the_recipe_and_every_components_params(tmp_path):
-    result = run("recipe", "schema", "--plugin", write_toy_plugin(tmp_path))
+    result = run("recipe", "schema", "--resolved", "--plugin", write_toy_plugin(tmp_path))
     assert result.exit_code == 0, result.output
     schema = json.loads(result.stdout)
     assert {"name", "tasks", "encoder", "heads", "objective", "training", "teachers", "student"} <= set(

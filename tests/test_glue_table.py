@@ -130,3 +130,27 @@ def test_submission_and_fingerprint(registries, tmp_path):
     assert first != table(registries, tmp_path, **params, metrics=["f1"]).fingerprint()
     (tmp_path / "train.csv").write_text(CSV_TRAIN + "13,More.,Text.,no\n")
     assert table(registries, tmp_path, **params).fingerprint() != first
+
+
+def test_a_split_column_selects_the_rows_of_each_split(registries, tmp_path):
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"s": "a", "y": "x", "part": "tr"}, {"s": "b", "y": "z", "part": "dv"}, {"s": "c", "y": "z", "part": "tr"},
+        {"s": "d", "part": "te"}, {"s": "e", "y": "x", "part": "other"}]))
+    task = table(registries, tmp_path, train="all.jsonl", split_column="part", text_columns=["s"], label_column="y",
+                 split_values={"train": "tr", "validation": "dv", "test": "te"})
+    assert (task.eval_splits, task.test_splits) == (["validation"], ["test"])
+    assert task.load_split("train").to_dict() == {"text_a": ["a", "c"], "label": [0, 1], "idx": [0, 2]}
+    assert task.load_split("validation")["text_a"] == ["b"]
+    assert task.load_split("test").to_dict() == {"text_a": ["d"], "label": [-1], "idx": [3]}
+    # By default the column's values are the split names, and only train and validation are read.
+    default = table(registries, tmp_path, train="all.jsonl", split_column="part", text_columns=["s"], label_column="y")
+    assert (default.eval_splits, default.test_splits) == (["validation"], [])
+    with pytest.raises(DataError, match="no usable rows") as info:
+        default.load_split("train")
+    assert "part = 'train'" in info.value.hint
+    with pytest.raises(RecipeError, match="train"):
+        table(registries, tmp_path, train="all.jsonl", split_column="part", text_columns=["s"],
+              split_values={"validation": "dv"})
+    # Without a split column its keys stay out of the resolved params (earlier runs keep their hashes).
+    params = registries.tasks.validate_params("table", {"train": "t.csv", "text_columns": ["s"]})
+    assert "split_column" not in params.model_dump() and "split_values" not in params.model_dump()

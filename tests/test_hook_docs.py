@@ -79,3 +79,46 @@ def test_each_section_has_a_working_example(hook):
     assert "@mtkd.hookimpl" in example and f"def {hook}(" in example
     if hook != "register_commands":
         assert "**factory**" in section and "**returns**" in section
+
+
+def doc_task_example() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    match = re.search(r"<!-- runnable: task-example -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "docs/plugin-hooks.md lost its runnable task example"
+    return match.group(1)
+
+
+def test_the_documented_task_example_runs(tmp_path, mtkd_plugins, mtkd_run_recipe):
+    """The task of docs/plugin-hooks.md, as written: a plugin file that lists, shows its data and trains."""
+    import json
+
+    from mtkd.components import Task, TaskContext
+
+    plugin = tmp_path / "lines_task.py"
+    plugin.write_text(doc_task_example(), encoding="utf-8")
+    data = tmp_path / "my-folder"
+    data.mkdir()
+    for split, n in (("train", 24), ("dev", 8), ("test", 4)):
+        rows = [f"the movie was {'great' if i % 2 else 'awful'}\t{'positive' if i % 2 else 'negative'}"
+                for i in range(n)]
+        (data / f"{split}.tsv").write_text("\n".join(r if split != "test" else r.split("\t")[0] for r in rows) + "\n")
+
+    listed = mtkd_plugins.cli("tasks", "list", "--json", "--plugin", plugin)
+    assert listed.exit_code == 0, listed.output
+    (row,) = [r for r in json.loads(listed.stdout) if r["name"] == "lines"]
+    assert row["type"] == "classification" and row["metrics"] == ["accuracy"]  # built with no parameters
+    shown = mtkd_plugins.cli("data", "show", "lines", "--source", data, "--json", "--plugin", plugin)
+    assert shown.exit_code == 0, shown.output
+    splits = json.loads(shown.stdout)["splits"]
+    assert {s: v["rows"] for s, v in splits.items()} == {"train": 24, "dev": 8, "test": 4}
+    task = mtkd_plugins.registries.tasks.create("lines", {"source": str(data)}, TaskContext(name="reviews"))
+    assert isinstance(task, Task)
+    assert task.compute_metrics({"dev": [1, 0]}, {"dev": [1, 1]}) == {"accuracy": 50.0}
+    assert task.write_submission({"test": [0, 1]}, {"test": [0, 1]}, tmp_path / "sub")[0].read_text() == \
+        "index\tprediction\n0\tnegative\n1\tpositive\n"
+
+    run = mtkd_run_recipe({"plugins": [str(plugin)], "tasks": [{"name": "reviews", "type": "lines",
+                                                                 "source": str(data)}]})
+    assert "reviews" in json.dumps(run.metrics)
+    missing = mtkd_plugins.cli("recipe", "validate", run.recipe, "--set", f"tasks[0].source={tmp_path / 'nope'}")
+    assert missing.exit_code == 2 and "data file not found" in missing.output

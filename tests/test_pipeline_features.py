@@ -80,11 +80,11 @@ def test_wandb_offline_run_holds_the_resolved_recipe_and_the_loss_history(tmp_pa
     assert config["recipe"]["data"]["max_length"] == 32  # the rest of `data:` is kept
 
     # 40 rows in batches of 16: 3 optimizer steps, each logged (log_every: 1), the same values as metrics.jsonl
-    loss = {row["_step"]: row["teacher-0/train/loss"] for row in logged["history"] if "teacher-0/train/loss" in row}
+    loss = {row["_step"]: row["train/loss"] for row in logged["history"] if "train/loss" in row}
     assert sorted(loss) == [1, 2, 3]
     (jsonl,) = (tmp_path / "runs" / "tiny").glob("teachers/*/metrics.jsonl")
-    local = {r["step"]: r["teacher-0/train/loss"] for r in map(json.loads, jsonl.read_text().splitlines())
-             if "teacher-0/train/loss" in r}
+    local = {r["step"]: r["train/loss"] for r in map(json.loads, jsonl.read_text().splitlines())
+             if "train/loss" in r}
     assert loss == pytest.approx(local)
     assert any(key.endswith("dev/rte/accuracy") for row in logged["history"] for key in row)
     assert logged["exit_code"] == 0

@@ -124,7 +124,7 @@ TOY_PLUGIN = textwrap.dedent('''
     @mtkd.hookimpl
     def register_tasks(register):
         register("toy-cls", ToyTask, params=ToyTaskParams)
-        register("toy-reg", ToyTask, description="A regression task")
+        register("toy-reg", ToyTask, params=ToyTaskParams, description="A regression task")
 
 
     @mtkd.hookimpl

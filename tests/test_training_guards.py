@@ -337,7 +337,25 @@ def test_the_trainer_reports_start_steps_resume_and_end(tmp_path, registries):
     assert names.count("job_step") == 5 and names[-1] == "job_finished"
 
 
+def test_deepspeed_refusals_do_not_need_deepspeed_installed():
+    """The recipe-level refusals are plain checks; the end-to-end tests below need the `deepspeed` extra."""
+    from mtkd.errors import RecipeError
+    from mtkd.strategies import check_hardware
+
+    training = {**TRAINING, "precision": "fp32"}
+    with pytest.raises(RecipeError, match="ZeRO-3 does not yet train a multi-task job") as err:
+        check_hardware({"strategy": "deepspeed", "zero_stage": 3}, training, tasks={"rte": None, "sst2": None})
+    assert err.value.path == "scaling.zero_stage"
+    check_hardware({"strategy": "deepspeed", "zero_stage": 3}, training, tasks={"rte": None})  # one task: allowed
+    check_hardware({"strategy": "deepspeed", "zero_stage": 2}, training, tasks={"rte": None, "sst2": None})
+    with pytest.raises(RecipeError, match="on_nonfinite: skip cannot drop a step under DeepSpeed") as err:
+        check_hardware({"strategy": "deepspeed", "zero_stage": 2}, {**training, "on_nonfinite": "skip"},
+                       training_path="student.training")
+    assert err.value.path == "student.training.on_nonfinite"
+
+
 def test_zero3_for_a_multi_task_job_is_refused_before_training(tmp_path):
+    pytest.importorskip("deepspeed")
     recipe = pipeline_recipe(tmp_path, scaling={"strategy": "deepspeed", "zero_stage": 3})
     result = run_cli("recipe", "run", recipe, "--quiet")
     assert result.exit_code == 2, result.output
@@ -348,6 +366,7 @@ def test_zero3_for_a_multi_task_job_is_refused_before_training(tmp_path):
 
 
 def test_skip_under_deepspeed_is_refused_before_training(tmp_path):
+    pytest.importorskip("deepspeed")
     recipe = pipeline_recipe(tmp_path, tasks=[{"name": "rte", "max_train_examples": 24, "max_eval_examples": 16}],
                              scaling={"strategy": "deepspeed"}, training={**TRAINING, "on_nonfinite": "skip"})
     result = run_cli("recipe", "run", recipe, "--quiet")

@@ -279,7 +279,7 @@ def publish_report(ctx: RunContext, unit: Unit) -> None:
     from rich.console import Console
 
     from ..report import print_report
-    from ..tracking import Tracker
+    from ..tracking import report_run
     from .context import loggers
 
     store = ctx.store
@@ -293,10 +293,14 @@ def publish_report(ctx: RunContext, unit: Unit) -> None:
     ctx.metrics = metrics
     print_report(metrics, ctx.recipe.model.name, Console())
     lg = loggers(ctx.recipe)
-    if lg:
-        tracker = Tracker(run_dir=ctx.run_dir, job="report", config={"recipe": ctx.recipe.resolved}, loggers=lg,
-                          group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name)
-        tracker.summary({f"score/{k}": v for k, v in metrics["score"].items() if isinstance(v, (int, float))})
-        tracker.finish()
+    if lg:  # one tracker run per recipe version: scores, the comparison table, the report's plots
+        from ..report import report_rows
+
+        folder = store.path(unit.folder)
+        plots = {p.stem: p for pattern in ("*.png", "plots/*.png") for p in sorted(folder.glob(pattern))}
+        report_run(ctx.run_dir, recipe_hash=ctx.recipe.hash,
+                   group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name,
+                   config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash}, loggers=lg,
+                   scores=metrics["score"], table=report_rows(metrics), plots=plots)
     Console().print(f"[dim]report: {store.path(unit.folder, 'report.md')}  metrics: {store.path('metrics.json')}[/]",
                     highlight=False)

@@ -39,15 +39,17 @@ def run_pipeline(recipe: Recipe, *, output: str | None = None, stage: str | None
     from accelerate import PartialState
     from rich.console import Console
 
-    from ..progress import NullProgress
-    from .display import StageDisplay
+    from ..progress import make_progress
 
     console = console or Console(stderr=True)
     state = PartialState()
     store = RunStore(run_dir_for(recipe, output))
     quiet = quiet or recipe.model.logging.quiet
-    if progress is None:
-        progress = StageDisplay(console, quiet=quiet) if state.is_main_process else NullProgress()
+    if progress is None:  # bars on a terminal, plain lines in a file, nothing with -q or on other ranks
+        pace = recipe.resolved["logging"]
+        progress = make_progress(console, quiet, every_steps=pace.get("progress_every_steps"),
+                                 every_seconds=pace.get("progress_every_seconds"),
+                                 main_process=state.is_main_process)
     _lock(store, state)
     try:
         if state.is_main_process:

@@ -25,6 +25,7 @@ from .context import (
     RunContext,
     aggregator,
     job_model_dir,
+    loggers,
     make_job,
     objectives,
     run_job,
@@ -425,18 +426,36 @@ def run_report(ctx, unit, out_dir, inputs):
     return _evaluate_stage().run_report(ctx, unit, out_dir, inputs)
 
 
+def after_job(ctx, unit):
+    """A job reused from an earlier run: a tracker turned on since receives its history, once."""
+    from ..tracking import backfill
+
+    if not unit.folder or not ctx.recipe.resolved["logging"]["trackers"]:
+        return
+    job_dir = ctx.store.path(unit.folder)
+    if not (job_dir / "result.json").is_file():  # an outside checkpoint: no history
+        return
+    name = json.loads((job_dir / "result.json").read_text(encoding="utf-8")).get("job") or unit.label
+    r = ctx.recipe.resolved
+    backfill(job_dir, job=name, loggers=loggers(ctx.recipe), group=r["logging"]["group"] or r["name"],
+             config={"recipe": r, "recipe_hash": ctx.recipe.hash, "job": name})
+
+
 def after_report(ctx, unit):
     return _evaluate_stage().publish_report(ctx, unit)
 
 
 STAGES = [
-    Stage("teachers", plan_teachers, run_teacher, job_outputs, "train each teacher member (or use its checkpoint)"),
+    Stage("teachers", plan_teachers, run_teacher, job_outputs, "train each teacher member (or use its checkpoint)",
+          after=after_job),
     Stage("logits", plan_logits, run_logits, all_files, "each member's raw outputs on the splits the run uses",
           on_demand=True),
     Stage("soft-targets", plan_soft_targets, run_soft_targets, all_files,
           "aggregate the members' outputs into the student's targets (or use the user's file)"),
-    Stage("student", plan_students, run_student, job_outputs, "train the distilled student, one unit per seed"),
-    Stage("control", plan_controls, run_control, job_outputs, "the student's set-up on hard labels only, per seed"),
+    Stage("student", plan_students, run_student, job_outputs, "train the distilled student, one unit per seed",
+          after=after_job),
+    Stage("control", plan_controls, run_control, job_outputs, "the student's set-up on hard labels only, per seed",
+          after=after_job),
     Stage("evaluate", plan_evaluate, run_evaluate, all_files, "every model's dev metrics and the serving cost"),
     Stage("report", plan_report, run_report, all_files, "report.md and metrics.json of this recipe version",
           always=True, after=after_report),

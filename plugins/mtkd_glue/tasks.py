@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from mtkd.errors import DataError
 from mtkd.params import Params
@@ -156,6 +156,15 @@ class GlueTask(_Metrics):
             return Path(where) / self.spec.tsv_dir / self.spec.tsv_files[split]
         return Path(where) / self.spec.config / f"{split}-00000-of-00001.parquet"
 
+    def check_sources(self) -> None:
+        """The data folder exists and holds the training and dev splits (a hub id is checked when loaded)."""
+        have = self.available_splits()
+        for split in [s for s in (self.train_split, *self.eval_splits) if s]:
+            if split not in have:
+                layout = self.source[0]
+                raise DataError(f"no {split} data for {self.spec.config}", file=self._expected_file(split),
+                                expected=f"this file in the {layout} layout")
+
     def available_splits(self) -> list[str]:
         """The task's splits present in the source (all of them for a hub id)."""
         if self.source[0] == "hub":
@@ -261,6 +270,13 @@ class TableParams(Params):
     train: str = Field(description="training file (csv, tsv or jsonl)")
     validation: str | None = Field(None, description="dev file, scored with `metrics`")
     test: str | None = Field(None, description="test file (labels optional), written as <name>.tsv submissions")
+    split_column: str | None = Field(None, description="a column naming each row's split, for one file holding "
+                                                       "several splits (`validation`/`test` default to `train`'s "
+                                                       "file)")
+    split_values: dict[Literal["train", "validation", "test"], str] = Field(
+        default_factory=lambda: {"train": "train", "validation": "validation"},
+        description="with `split_column`: the splits to read and the value that selects each, e.g. "
+                    "{train: TRAIN, validation: TRIAL, test: TEST}")
     format: Literal["csv", "tsv", "jsonl"] | None = Field(None, description="default: from the file extension")
     text_columns: list[str] = Field(min_length=1, max_length=2)
     label_column: str = "label"
@@ -268,6 +284,15 @@ class TableParams(Params):
     task_type: Literal["classification", "regression"] = "classification"
     labels: list[str] | None = Field(None, description="class names in id order; default the sorted train labels")
     metrics: list[TableMetric] | None = Field(None, description="default accuracy, or pearson + spearman")
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_split_keys(self, handler):
+        """Without a split column, its keys stay out of the resolved recipe: earlier runs keep their hashes."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("split_column") is None:
+            data.pop("split_column", None)
+            data.pop("split_values", None)
+        return data
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -277,6 +302,8 @@ class TableParams(Params):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.split_column and "train" not in self.split_values:
+            raise ValueError("`split_values` needs the value that selects the `train` rows")
         if self.task_type == "regression" and self.labels:
             raise ValueError("`labels` is for classification tasks, not regression")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -316,8 +343,9 @@ class TableTask(_Metrics):
         self.metric_names = list(params.metrics or (["accuracy"] if self.task_type == "classification"
                                                     else ["pearson", "spearman"]))
         self.train_split = "train"
-        self.eval_splits = ["validation"] if params.validation else []
-        self.test_splits = ["test"] if params.test else []
+        by_column = params.split_values if params.split_column else {}
+        self.eval_splits = ["validation"] if params.validation or "validation" in by_column else []
+        self.test_splits = ["test"] if params.test or "test" in by_column else []
         self.head_task = None
         self.bad_rows: dict[str, int] = {}
         self._labels = list(params.labels) if params.labels else None
@@ -335,10 +363,18 @@ class TableTask(_Metrics):
         return self._labels
 
     def _path(self, split: str) -> str:
-        return _resolve(self.context, getattr(self.params, split))
+        # With a split column, one file may hold every split: `validation`/`test` default to `train`'s.
+        return _resolve(self.context, getattr(self.params, split) or self.params.train)
 
     def available_splits(self) -> list[str]:
         return [self.train_split, *self.eval_splits, *self.test_splits]
+
+    def check_sources(self) -> None:
+        """Every file the task names exists."""
+        for split in self.available_splits():
+            if not os.path.isfile(self._path(split)):
+                raise DataError("data file not found", file=self._path(split), path=split,
+                                expected="an existing csv, tsv or jsonl file")
 
     def load_split(self, split: str):
         if split not in self.available_splits():
@@ -349,10 +385,16 @@ class TableTask(_Metrics):
         p = self.params
         path = self._path(split)
         labeled = split != "test"
-        required = [*p.text_columns, *([p.label_column] if labeled else []), *([p.id_column] if p.id_column else [])]
-        optional = [] if labeled else [p.label_column]
+        # One file for every split: the test rows may lack the label, so it is checked per selected row.
+        label_required = labeled and not p.split_column
+        required = [*p.text_columns, *([p.label_column] if label_required else []),
+                    *([p.id_column] if p.id_column else []), *([p.split_column] if p.split_column else [])]
+        optional = [] if label_required else [p.label_column]
         bad = BadRows(path, self.context.on_bad_rows)
         rows = read_table_rows(path, table_format(path, p.format), required, optional, bad)
+        if p.split_column:
+            wanted = p.split_values[split]
+            rows = (r for r in rows if r[2][p.split_column] == wanted)
         regression = self.task_type == "regression"
         if not regression and self._labels is None:
             if split != "train":
@@ -409,9 +451,13 @@ class TableTask(_Metrics):
             del cols["text_b"]
         self.bad_rows[split] = bad.report(self.name, split)
         if split == "train" and not cols["idx"]:
-            raise DataError("the training file has no usable rows", file=path, expected="at least one labeled row")
+            raise DataError("the training file has no usable rows", file=path, expected="at least one labeled row",
+                            hint=f"no row has {p.split_column} = {p.split_values['train']!r}" if p.split_column
+                            else None)
         if labeled and not cols["idx"]:
-            raise DataError(f"the {split} file has no rows", file=path, expected="at least one labeled row")
+            raise DataError(f"the {split} file has no rows", file=path, expected="at least one labeled row",
+                            hint=f"no row has {p.split_column} = {p.split_values[split]!r}" if p.split_column
+                            else None)
         ds = to_dataset(cols, len(p.text_columns) == 2, regression)
         self._cache[split] = ds
         return ds

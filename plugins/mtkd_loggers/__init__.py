@@ -103,7 +103,8 @@ class WandbLogger:
         self.mode: str | None = None
         self.run_dir: Path | None = None  # the offline-run-*/run-* folder of the current (or last) job
 
-    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict) -> None:
+    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict,
+              run_id: str | None = None) -> None:
         import wandb  # lazily: importing wandb takes a while and most commands never log
 
         if self._run is not None:  # a job that did not call finish(): close it before the next one
@@ -112,7 +113,7 @@ class WandbLogger:
         mode, no_key = resolve_mode(p.mode)
         directory = Path(p.dir or os.environ.get("WANDB_DIR") or run_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        if no_key and not self._noticed:
+        if no_key and not self._noticed and not os.environ.get("MTKD_QUIET"):  # -q
             print(f"mtkd: no W&B API key (WANDB_API_KEY or a netrc entry); logging offline under {directory} "
                   f"-- upload later with `wandb sync`", file=sys.stderr)
             self._noticed = True
@@ -122,6 +123,8 @@ class WandbLogger:
                 name=f"{p.name}-{name}" if p.name else name, tags=list(p.tags) or None, notes=p.notes,
                 dir=str(directory), mode=mode, config=scrub_secrets(config),
                 reinit="create_new",  # our own run, independent of any other run in the process
+                # The job's stored id: a resumed job continues its own run instead of starting a second one.
+                id=run_id, resume="allow" if run_id else None,
             )
         except wandb.Error as exc:
             raise MtkdError(f"could not start a W&B run for job {name!r}: {exc}", path="logging.trackers",
@@ -139,6 +142,20 @@ class WandbLogger:
 
     def summary(self, values: dict[str, Any]) -> None:
         self._active().summary.update(dict(values))
+
+    def tracking_key(self) -> str:
+        """Runs land in one W&B project: a job logged there once is not backfilled there again."""
+        return f"wandb:{self.params.entity or ''}/{self.params.project}"
+
+    def log_table(self, key: str, columns: list[str], rows: list[list], *, step: int | None = None) -> None:
+        import wandb
+
+        self._active().log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def log_images(self, images: dict[str, Path], *, step: int | None = None) -> None:
+        import wandb
+
+        self._active().log({f"plots/{name}": wandb.Image(str(path)) for name, path in images.items()}, step=step)
 
     def finish(self) -> None:
         run, self._run = self._run, None
@@ -206,7 +223,8 @@ class JsonlLogger:
         self._fh = None
         self.path: Path | None = None
 
-    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict) -> None:
+    def start(self, *, run_dir, name: str, group: str | None, job_type: str, config: dict,
+              run_id: str | None = None) -> None:
         self.finish()
         self.path = Path(run_dir) / self.params.file
         self.path.parent.mkdir(parents=True, exist_ok=True)
