@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import CheckpointError, MtkdError
+from ..resumable import replace_dir
 
 MARKER = "mtkd-stage.json"
 LOCK = ".mtkd.lock"
@@ -232,15 +233,8 @@ class RunStore:
 
     def swap_in(self, folder: str) -> None:
         """Replace ``folder`` by its complete staging folder; the old one goes only after the new one is in place."""
-        final, new = self.path(folder), self.staging(folder)
-        old = self.path(f"{folder}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(new, final)
-        if old.exists():
-            shutil.rmtree(old)
+        self.path(f"{folder}.old")  # checked inside the run folder like every other path
+        replace_dir(self.staging(folder), self.path(folder))
 
     def recover(self) -> None:
         """After a killed run: a unit moved aside but not yet replaced is put back (its marker decides the rest)."""
