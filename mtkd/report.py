@@ -110,6 +110,7 @@ def evidence_lines(metrics: dict) -> list[str]:
         for t in tasks:
             cells = [f"{cal[m][t]['ece']:.3f} / {cal[m][t]['brier']:.3f}" if t in cal[m] else "—" for m in models]
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += search_lines(metrics)
     sel = metrics.get("selection")
     if sel:
         lines += ["", "## Which split chose what", "", sel["note"] + "."]
@@ -119,6 +120,46 @@ def evidence_lines(metrics: dict) -> list[str]:
     plots = metrics.get("plots") or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return lines
+
+
+def _setting(setting: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())
+
+
+def search_sentence(search: dict) -> str:
+    roles = " and ".join(search["roles"])
+    return (f"The {roles} each tried the same {search['settings']} training setting(s) ({', '.join(search['fields'])}) "
+            f"with the same trial seeds ({', '.join(map(str, search['trial_seeds']))}); each chose on the holdout "
+            "(mean selection score over the trial seeds, a tie to the setting listed first). The reported figures "
+            f"come from fresh confirmation seeds ({', '.join(map(str, search['confirmation_seeds']))}) on dev, which "
+            "no choice consulted.")
+
+
+def search_lines(metrics: dict) -> list[str]:
+    """The training-budget search (every tried setting, its holdout score, the choice) and the budget check."""
+    lines: list[str] = []
+    search = metrics.get("search")
+    if search and search.get("roles"):
+        roles = list(search["roles"])
+        lines += ["", "## Training-budget search (chosen on the holdout)", "", search_sentence(search), "",
+                  "| setting | " + " | ".join(f"{r} (holdout, per trial seed)" for r in roles) + " |",
+                  "|---|" + "---|" * len(roles)]
+        first = search["roles"][roles[0]]["trials"]
+        for i, row in enumerate(first):
+            cells = []
+            for r in roles:
+                t = search["roles"][r]["trials"][i]
+                cell = f"{t['score']:.2f} ({', '.join(f'{x:.2f}' for x in t['scores'])})"
+                cells.append(f"**{cell} chosen**" if t["chosen"] else cell)
+            lines.append(f"| {_setting(row['setting'])} | " + " | ".join(cells) + " |")
+    budget = metrics.get("budget")
+    if budget:
+        n = budget["examples"]
+        parts = [f"teacher {k} {v:g}" for k, v in budget["teachers"].items()]
+        parts += [f"{r} {budget[r]:g}" for r in ("student", "control") if r in budget]
+        lines += ["", f"Training budget (epochs × {n:,} training examples): " + "; ".join(parts) + "."]
+        lines += [f"**Warning**: {w}." for w in budget.get("warnings", [])]
     return lines
 
 
@@ -169,6 +210,16 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
     sentence = (metrics.get("comparison") or {}).get("sentence")
     if sentence:
         console.print(sentence, highlight=False)
+    search = metrics.get("search")
+    if search and search.get("roles"):
+        chosen = "; ".join(f"{r} chose {_setting(t['chosen'])} "
+                           f"({next(x['score'] for x in t['trials'] if x['chosen']):.2f} on the holdout)"
+                           for r, t in search["roles"].items())
+        console.print(f"search: {chosen}. {search_sentence(search)}", highlight=False)
+    from rich.markup import escape
+
+    for warning in (metrics.get("budget") or {}).get("warnings", []):
+        console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
     serving = metrics.get("serving")
     if serving:
         e, s = serving["ensemble"], serving["student"]

@@ -17,6 +17,7 @@ import numpy as np
 from ..scores import glue_score, mean_std
 from .context import RunContext, selection_info
 from .graph import Unit
+from .search import evaluation_block, training_budget, trial_ids
 from .units import aggregate, data_fields, job_result, member_logits, teacher_model_dir
 
 
@@ -28,6 +29,7 @@ def plan_evaluate(ctx: RunContext) -> list[Unit]:
         deps += tuple(f"student:{s}" for s in ctx.student_seeds())
         if r.model.student.control:
             deps += tuple(f"control:{s}" for s in ctx.student_seeds())
+        deps += trial_ids(ctx)  # the report's table of tried settings
     # "format": what evaluation.json holds (2: dev outputs of every model, the comparison block, job folders)
     fields = {"format": 2, "evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
               "data": data_fields(ctx)["fingerprints"]}
@@ -143,6 +145,9 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
     out["jobs"] = {u.label or u.id: ctx.store.rel(ctx.store.path(u.folder)) for u in inputs.values()
                    if u.folder and u.stage in ("teachers", "student", "control")}
     out["selection"] = selection_info(ctx)
+    for key, block in (("search", evaluation_block(ctx, inputs)), ("budget", training_budget(ctx, inputs))):
+        if block:
+            out[key] = block
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
     if ctx.recipe.model.evaluation.serving and ctx.main and members and student_dirs:
@@ -229,7 +234,7 @@ def build_metrics(ev: dict) -> dict:
             score[f"{key}s"] = values
             score[key], score[f"{key}_std"] = mean_std(values)
     out = {"tasks": tasks, "score": score, "seeds": ev.get("seeds", []), "teacher_names": ev["teacher_names"]}
-    for key in ("comparison", "selection"):
+    for key in ("comparison", "selection", "search", "budget"):
         if ev.get(key):
             out[key] = ev[key]
     if "serving" in ev:

@@ -1,0 +1,208 @@
+"""The training-budget search (student.search): one grid for student and control, chosen on the holdout (never
+dev), fresh confirmation seeds, cached like every other stage, and clean errors for a bad search."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TINY_ENCODER, pipeline_recipe, requires_minilm, run_cli, synthetic_sentiment
+
+from mtkd.errors import RecipeError
+from mtkd.recipe import load_recipe
+
+HOLDOUT = {"serving": False, "selection": {"holdout": 0.25}}
+
+
+def recipe_with(tmp_path: Path, search: dict | None, *, evaluation=HOLDOUT, seeds=(1,), **changes) -> Path:
+    student = {"seeds": list(seeds), "control": True}
+    if search is not None:
+        student["search"] = search
+    return pipeline_recipe(tmp_path, evaluation=evaluation, student=student, **changes)
+
+
+# ---------------------------------------------------------------- the recipe field
+
+
+def test_the_grid_is_coerced_by_the_training_schema(tmp_path):
+    """YAML 1.1 reads `3e-5` as text: the search's values reach the resolved recipe as numbers."""
+    path = recipe_with(tmp_path, {"epochs": [2, 3], "lr": ["3e-5", 1.0e-4], "seeds": [101]})
+    assert yaml.safe_load(path.read_text())["student"]["search"]["lr"][0] == "3e-5"
+    search = load_recipe(path).resolved["student"]["search"]
+    assert search == {"epochs": [2.0, 3.0], "lr": [3e-5, 1e-4], "seeds": [101]}
+    assert all(isinstance(v, float) for v in search["lr"])
+    # no search: the key stays out of the resolved recipe (earlier runs' hashes hold)
+    assert "search" not in load_recipe(recipe_with(tmp_path, None)).resolved["student"]
+
+
+@pytest.mark.parametrize("search, path, words", [
+    ({"lrr": [1e-4], "seeds": [101]}, "student.search.lrr", "did you mean 'lr'"),
+    ({"sampling": [{"type": "proportional"}], "seeds": [101]}, "student.search.sampling", "not a single value"),
+    ({"best_tasks": [["rte"]], "seeds": [101]}, "student.search.best_tasks", "not a single value"),
+    ({"num_threads": [1, 2], "seeds": [101]}, "student.search.num_threads", "cannot change the trained model"),
+    ({"lr": 1e-4, "seeds": [101]}, "student.search.lr", "takes a list"),
+    ({"lr": [], "seeds": [101]}, "student.search.lr", "takes a list"),
+    ({"lr": [1e-4, -1], "seeds": [101]}, "student.search.lr[1]", "not a valid training.lr"),
+    ({"optimizer": ["adamw", "sgd"], "seeds": [101]}, "student.search.optimizer[1]", "not a valid training.optimizer"),
+    ({"lr": [1e-4, "1e-4"], "seeds": [101]}, "student.search.lr[1]", "listed twice"),
+    ({"seeds": [101]}, "student.search", "at least one training field"),
+    ({"lr": [1e-4], "seeds": [101, 1]}, "student.search.seeds[1]", "also a confirmation seed"),
+    ({"lr": [1e-4], "seeds": [5, 5]}, "student.search.seeds[1]", "listed twice"),
+    ({"lr": [1e-4]}, "student.search.seeds", "missing"),
+])
+def test_a_bad_search_is_a_clean_error(tmp_path, search, path, words):
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe_with(tmp_path, search))
+    assert exc.value.path == path
+    assert words in str(exc.value), str(exc.value)
+
+
+def test_a_search_chosen_on_dev_is_refused_with_what_to_set(tmp_path):
+    path = recipe_with(tmp_path, {"lr": [1e-4, 3e-4], "seeds": [101]}, evaluation={"serving": False})
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(path)
+    assert exc.value.path == "evaluation.selection" and "holdout" in exc.value.hint
+    result = run_cli("recipe", "validate", path)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "evaluation.selection" in result.output and "must not choose on dev" in result.output
+
+
+def test_trial_seeds_default_confirmation_seed_is_the_recipe_seed(tmp_path):
+    """Without student.seeds the confirmation seed is the recipe's seed: a trial may not take it."""
+    path = pipeline_recipe(tmp_path, evaluation=HOLDOUT, student={"search": {"lr": [1e-4], "seeds": [42]}})
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(path)
+    assert exc.value.path == "student.search.seeds[0]"
+
+
+def test_the_search_in_the_keys(tmp_path):
+    """Trials are keyed like the role's units with the setting and trial seed; both roles share grid and seeds;
+    a grid change gives new trials only where the setting is new."""
+    from mtkd.progress import NullProgress
+    from mtkd.stages.context import RunContext, load_tasks
+    from mtkd.stages.graph import plan_all, unit_key
+    from mtkd.stages.store import RunStore
+
+    def trials(search):
+        recipe = load_recipe(recipe_with(tmp_path, search))
+        ctx = RunContext(recipe, RunStore(tmp_path / "unused"), load_tasks(recipe), NullProgress())
+        planned = plan_all(ctx)
+        digests = {}
+        for stage in ("teachers", "logits", "soft-targets"):
+            for u in planned[stage]:
+                digests[u.id] = unit_key(u, digests)
+        return {stage: {u.id: (u.search["setting"], u.data, unit_key(u, digests)) for u in planned[stage]}
+                for stage in ("student-search", "control-search")}, planned
+
+    two, planned = trials({"epochs": [1, 2], "lr": [1e-4], "seeds": [101, 102]})
+    student, control = two["student-search"], two["control-search"]
+    assert [(s, seed) for s, seed, _ in student.values()] == [(s, seed) for s, seed, _ in control.values()] == [
+        ({"epochs": 1.0, "lr": 1e-4}, 101), ({"epochs": 1.0, "lr": 1e-4}, 102),
+        ({"epochs": 2.0, "lr": 1e-4}, 101), ({"epochs": 2.0, "lr": 1e-4}, 102)]
+    assert len({k for *_, k in student.values()} | {k for *_, k in control.values()}) == 8
+    # the confirmations wait for their role's trials, and the evaluation reports every trial
+    (confirm,) = planned["student"]
+    assert confirm.search["trials"] == list(student)
+    assert set(student) | set(control) <= set(planned["evaluate"][0].deps)
+    three, _ = trials({"epochs": [1, 2, 3], "lr": [1e-4], "seeds": [101, 102]})
+    old = {k for *_, k in student.values()}
+    new = {k for *_, k in three["student-search"].values()}
+    assert old < new and len(new - old) == 2
+
+
+# ---------------------------------------------------------------- end to end, tiny models
+
+
+def flipped(src: Path, dest: Path) -> Path:
+    """The same rows with the other label: a dev set on which a model scores 100 minus its training accuracy."""
+    with open(src, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["label"] = "negative" if r["label"] == "positive" else "positive"
+    with open(dest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, ["sentence", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return dest
+
+
+def job_times(run_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.glob("*/*/result.json")}
+
+
+def recorded_trials(run_dir: Path, folder: str) -> dict[tuple, list[float]]:
+    """Setting -> the selection scores the trials wrote (their result.json), read back from the run folder."""
+    from mtkd.scores import glue_score
+
+    out: dict[tuple, list[float]] = {}
+    for marker in sorted((run_dir / folder).glob("*/mtkd-stage.json")):
+        setting = json.loads(marker.read_text())["info"]["setting"]
+        result = json.loads((marker.parent / "result.json").read_text())
+        out.setdefault(tuple(sorted(setting.items())), []).append(glue_score(result["metrics"]))
+    return out
+
+
+@requires_minilm
+def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_changed(tmp_path):
+    train = synthetic_sentiment(tmp_path / "train.csv", 96, seed=0)
+    task = {"name": "senti", "type": "table", "text_columns": ["sentence"], "train": str(train),
+            # dev = the training rows with the other label: it would choose the setting that learned least
+            "validation": str(flipped(train, tmp_path / "dev.csv"))}
+    search = {"lr": [1.0e-6, 1.0e-3], "seeds": [101, 102]}
+    # mean pooling: the tiny random encoder then learns the sentiment words at 1e-3 in 36 steps
+    setup = {"tasks": [task], "encoder": {**TINY_ENCODER, "pooling": "mean"},
+             "teachers": {"members": [{"seed": 1, "training": {"epochs": 5, "lr": 1.0e-3}}]},
+             "training": {"epochs": 4, "batch_size": 8, "eval_batch_size": 32, "log_every": 1, "num_threads": 1}}
+    recipe = recipe_with(tmp_path, search, **setup)
+    result = run_cli("recipe", "run", recipe)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "tiny"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    search_block = metrics["search"]
+    assert set(search_block["roles"]) == {"student", "control"}
+    for role, folder in (("student", "students-search"), ("control", "controls-search")):
+        table = search_block["roles"][role]
+        recorded = recorded_trials(run_dir, folder)
+        # the same grid and trial seeds for both roles
+        assert [t["setting"] for t in table["trials"]] == [{"lr": 1e-6}, {"lr": 1e-3}]
+        assert all(t["seeds"] == [101, 102] for t in table["trials"])
+        for t in table["trials"]:
+            assert sorted(t["scores"]) == sorted(recorded[tuple(t["setting"].items())])
+        means = {k: sum(v) / len(v) for k, v in recorded.items()}
+        best = max(means, key=means.get)
+        assert table["chosen"] == dict(best) == {"lr": 1e-3}, (role, means)
+        assert means[best] > min(means.values()) + 10  # the high rate learned; the choice was not a tie
+        assert not list((run_dir / folder).glob("*/best")) and not list((run_dir / folder).glob("*/final"))
+        # dev disagrees: the chosen set-up scores below chance there, so dev would have chosen the other one
+        dev = metrics["score"][role]
+        assert dev < 50 < means[best], (role, dev, means)
+        # the confirmation trained with the chosen setting and a seed that no trial used
+        (confirm,) = (run_dir / f"{folder.split('-')[0]}").glob("*/result.json")
+        assert json.loads(confirm.read_text())["job"] == f"{role}-s1"
+    report = (run_dir / "report.md").read_text()
+    assert "## Training-budget search (chosen on the holdout)" in report
+    assert "lr=0.001 | **" in report and "confirmation seeds (1) on dev" in report
+    assert "search: student chose lr=0.001" in " ".join(result.output.split())
+    # a teacher trained 5 epochs, student and control 4: said in the report and on the terminal
+    assert metrics["budget"]["teachers"] == {"teacher-0": 5.0} and metrics["budget"]["student"] == 4.0
+    assert len(metrics["budget"]["warnings"]) == 2 and "**Warning**: the student trains 4 epochs" in report
+    assert "warning: the control trains 4 epochs" in " ".join(result.output.split())
+
+    before = job_times(run_dir)
+    again = run_cli("recipe", "run", recipe, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert job_times(run_dir) == before  # nothing trained
+
+    # one more setting, which learns nothing: only its trials train; the choice and the confirmations hold
+    bigger = recipe_with(tmp_path, {**search, "lr": [1.0e-6, 1.0e-3, 1.0e-7]}, **setup)
+    third = run_cli("recipe", "run", bigger, "--quiet")
+    assert third.exit_code == 0, third.output
+    after = job_times(run_dir)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(k.split("/")[0] for k in set(after) - set(before)) == ["controls-search"] * 2 + [
+        "students-search"] * 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [t["setting"]["lr"] for t in metrics["search"]["roles"]["student"]["trials"]] == [1e-6, 1e-3, 1e-7]
