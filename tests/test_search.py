@@ -206,3 +206,36 @@ def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_
         "students-search"] * 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [t["setting"]["lr"] for t in metrics["search"]["roles"]["student"]["trials"]] == [1e-6, 1e-3, 1e-7]
+
+
+@requires_minilm
+def test_the_reproduction_recipe_runs_its_search_with_a_tiny_encoder(tmp_path):
+    """minilm-glue-kd-strong (extending minilm-glue-kd) as shipped, with a tiny encoder and the GLUE sample swapped
+    in: the holdout chooses, both roles try the same 4 settings, 3 fresh confirmation seeds each."""
+    from helpers import GLUE_SAMPLE, MINILM_ID, REPO, TINY_CONFIG
+
+    recipe = REPO / "recipes" / "minilm-glue-kd-strong.yaml"
+    shipped = load_recipe(recipe).resolved
+    assert shipped["evaluation"]["selection"] == {"holdout": 0.1}
+    assert shipped["tasks"][0]["name"] == "cola" and shipped["tasks"][0]["max_train_examples"] is None
+    search = shipped["student"]["search"]
+    assert len(shipped["student"]["seeds"]) >= 3 and not set(search["seeds"]) & set(shipped["student"]["seeds"])
+    tasks = [{"name": "cola", "max_train_examples": 16, "max_eval_examples": 16},
+             {"name": "rte", "max_train_examples": 16, "max_eval_examples": 16}]
+    sets = [f"encoder.model={MINILM_ID}", "encoder.pretrained=false", f"encoder.config_overrides={json.dumps(TINY_CONFIG)}",
+            "teachers.members[1].heads={rte: {type: san}}", f"data.glue={GLUE_SAMPLE}", "data.max_length=32",
+            f"data.cache_dir={tmp_path / 'cache'}", f"tasks={json.dumps(tasks)}", "training.batch_size=8",
+            "training.precision=fp32", "training.num_threads=1", "evaluation.serving=false"]
+    args = [a for s in sets for a in ("--set", s)]
+    result = run_cli("recipe", "run", recipe, *args, "--output", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    grid = [{"epochs": e, "lr": lr} for e in search["epochs"] for lr in search["lr"]]
+    for role in ("student", "control"):
+        table = metrics["search"]["roles"][role]
+        assert [t["setting"] for t in table["trials"]] == grid and table["chosen"] in grid
+    assert metrics["seeds"] == shipped["student"]["seeds"] and metrics["selection"]["split"] == "holdout"
+    # the teachers train 3 epochs: a student or control that chose 2 is flagged
+    budget = metrics["budget"]
+    flagged = {w.split()[1] for w in budget["warnings"]}
+    assert flagged == {r for r in ("student", "control") if budget[r] < 3}
