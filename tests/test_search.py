@@ -196,6 +196,20 @@ def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_
     assert again.exit_code == 0, again.output
     assert job_times(run_dir) == before  # nothing trained
 
+    # a trial left unfinished (no marker, no result): only it trains, in its own folder; it scores as before
+    # (deterministic on CPU), so the choice holds and no confirmation retrains
+    trial = sorted((run_dir / "controls-search").glob("*/mtkd-stage.json"))[0].parent
+    for name in ("mtkd-stage.json", "result.json"):
+        (trial / name).unlink()
+    redo = run_cli("recipe", "run", recipe)
+    assert redo.exit_code == 0, redo.output
+    assert "control-search: 3 cached" in " ".join(redo.output.split()), redo.output
+    after = job_times(run_dir)
+    assert (trial / "result.json").is_file() and (trial / "mtkd-stage.json").is_file()
+    assert {k: v for k, v in after.items() if trial.name not in k} == {
+        k: v for k, v in before.items() if trial.name not in k}
+    before = after
+
     # one more setting, which learns nothing: only its trials train; the choice and the confirmations hold
     bigger = recipe_with(tmp_path, {**search, "lr": [1.0e-6, 1.0e-3, 1.0e-7]}, **setup)
     third = run_cli("recipe", "run", bigger, "--quiet")
