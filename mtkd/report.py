@@ -123,14 +123,15 @@ def evidence_lines(metrics: dict) -> list[str]:
     return lines
 
 
-def _setting(setting: dict) -> str:
+def describe_setting(setting: dict) -> str:
+    """``epochs=3, lr=0.0001``: a searched training setting."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())
 
 
 def search_sentence(search: dict) -> str:
-    roles = " and ".join(search["roles"])
-    return (f"The {roles} each tried the same {search['settings']} training setting(s) ({', '.join(search['fields'])}) "
-            f"with the same trial seeds ({', '.join(map(str, search['trial_seeds']))}); each chose on the holdout "
+    who = "Student and control each" if len(search["roles"]) > 1 else f"The {next(iter(search['roles']))}"
+    return (f"{who} tried the same {search['settings']} training setting(s) ({', '.join(search['fields'])}) "
+            f"with the same trial seeds ({', '.join(map(str, search['trial_seeds']))}), chosen on the holdout "
             "(mean selection score over the trial seeds, a tie to the setting listed first). The reported figures "
             f"come from fresh confirmation seeds ({', '.join(map(str, search['confirmation_seeds']))}) on dev, which "
             "no choice consulted.")
@@ -143,22 +144,23 @@ def search_lines(metrics: dict) -> list[str]:
     if search and search.get("roles"):
         roles = list(search["roles"])
         lines += ["", "## Training-budget search (chosen on the holdout)", "", search_sentence(search), "",
-                  "| setting | " + " | ".join(f"{r} (holdout, per trial seed)" for r in roles) + " |",
+                  "| setting | " + " | ".join(f"{r} (holdout: mean, per trial seed)" for r in roles) + " |",
                   "|---|" + "---|" * len(roles)]
         first = search["roles"][roles[0]]["trials"]
         for i, row in enumerate(first):
             cells = []
             for r in roles:
                 t = search["roles"][r]["trials"][i]
-                cell = f"{t['score']:.2f} ({', '.join(f'{x:.2f}' for x in t['scores'])})"
+                cell = f"{t['score']:.2f}" + (f" ({', '.join(f'{x:.2f}' for x in t['scores'])})"
+                                              if len(t["scores"]) > 1 else "")
                 cells.append(f"**{cell} chosen**" if t["chosen"] else cell)
-            lines.append(f"| {_setting(row['setting'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {describe_setting(row['setting'])} | " + " | ".join(cells) + " |")
     budget = metrics.get("budget")
     if budget:
         n = budget["examples"]
-        parts = [f"teacher {k} {v:g}" for k, v in budget["teachers"].items()]
+        parts = ["teachers " + ", ".join(f"{k} {v:g}" for k, v in budget["teachers"].items())]
         parts += [f"{r} {budget[r]:g}" for r in ("student", "control") if r in budget]
-        lines += ["", f"Training budget (epochs × {n:,} training examples): " + "; ".join(parts) + "."]
+        lines += ["", f"Training budget in epochs (× {n:,} training examples): " + "; ".join(parts) + "."]
         lines += [f"**Warning**: {w}." for w in budget.get("warnings", [])]
     return lines
 
@@ -212,7 +214,7 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
         console.print(sentence, highlight=False)
     search = metrics.get("search")
     if search and search.get("roles"):
-        chosen = "; ".join(f"{r} chose {_setting(t['chosen'])} "
+        chosen = "; ".join(f"{r} chose {describe_setting(t['chosen'])} "
                            f"({next(x['score'] for x in t['trials'] if x['chosen']):.2f} on the holdout)"
                            for r, t in search["roles"].items())
         console.print(f"search: {chosen}. {search_sentence(search)}", highlight=False)

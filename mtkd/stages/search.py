@@ -42,7 +42,9 @@ def settings(spec: dict) -> list[dict]:
 
 
 def describe(setting: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())
+    from ..report import describe_setting
+
+    return describe_setting(setting)
 
 
 def _prefix(unit: Unit) -> str:
