@@ -129,7 +129,9 @@ def describe_setting(setting: dict) -> str:
 
 
 def search_sentence(search: dict) -> str:
-    who = "Student and control each" if len(search["roles"]) > 1 else f"The {next(iter(search['roles']))}"
+    roles = list(search["roles"])
+    who = ("Student and control each" if roles == ["student", "control"] else
+           f"Each of {', '.join(roles)}" if len(roles) > 1 else f"The {roles[0]}")
     return (f"{who} tried the same {search['settings']} training setting(s) ({', '.join(search['fields'])}) "
             f"with the same trial seeds ({', '.join(map(str, search['trial_seeds']))}), chosen on the holdout "
             "(mean selection score over the trial seeds, a tie to the setting listed first). The reported figures "

@@ -113,6 +113,38 @@ def test_the_search_in_the_keys(tmp_path):
     assert old < new and len(new - old) == 2
 
 
+def test_without_a_control_only_the_student_searches(tmp_path):
+    from mtkd.progress import NullProgress
+    from mtkd.stages.context import RunContext, load_tasks
+    from mtkd.stages.graph import plan_all
+
+    path = pipeline_recipe(tmp_path, evaluation=HOLDOUT,
+                           student={"seeds": [1], "control": False, "search": {"lr": [1e-4, 3e-4], "seeds": [7]}})
+    recipe = load_recipe(path)
+    planned = plan_all(RunContext(recipe, None, load_tasks(recipe), NullProgress()))
+    assert [u.id for u in planned["student-search"]] == ["student-trial:0:7", "student-trial:1:7"]
+    assert planned["control-search"] == [] and planned["control"] == []
+
+
+def test_the_report_lists_every_setting_and_the_budget_warning():
+    from mtkd.report import search_lines
+
+    trials = [{"setting": {"epochs": 2.0, "lr": 5e-5}, "seeds": [101, 102], "scores": [60.0, 62.0], "score": 61.0,
+               "chosen": False},
+              {"setting": {"epochs": 3.0, "lr": 5e-5}, "seeds": [101, 102], "scores": [63.0, 61.0], "score": 62.0,
+               "chosen": True}]
+    metrics = {"search": {"fields": ["epochs", "lr"], "trial_seeds": [101, 102], "confirmation_seeds": [1, 2, 3],
+                          "settings": 2, "roles": {"student": {"split": "holdout", "trials": trials,
+                                                               "chosen": {"epochs": 3.0, "lr": 5e-5}}}},
+               "budget": {"examples": 100, "teachers": {"t1": 3.0}, "student": 2.0, "warnings": ["the student ..."]}}
+    text = "\n".join(search_lines(metrics))
+    assert "The student tried the same 2 training setting(s) (epochs, lr) with the same trial seeds (101, 102)" in text
+    assert "| epochs=2, lr=5e-05 | 61.00 (60.00, 62.00) |" in text
+    assert "| epochs=3, lr=5e-05 | **62.00 (63.00, 61.00) chosen** |" in text
+    assert "fresh confirmation seeds (1, 2, 3) on dev" in text
+    assert "teachers t1 3; student 2." in text and "**Warning**: the student ...." in text
+
+
 # ---------------------------------------------------------------- end to end, tiny models
 
 
@@ -131,6 +163,12 @@ def flipped(src: Path, dest: Path) -> Path:
 
 def job_times(run_dir: Path) -> dict[str, int]:
     return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.glob("*/*/result.json")}
+
+
+def peak_lr(job_dir: Path) -> float:
+    """The highest learning rate a job logged (the schedule's peak, after warm-up)."""
+    rows = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+    return max(r["train/lr"] for r in rows if "train/lr" in r)
 
 
 def recorded_trials(run_dir: Path, folder: str) -> dict[tuple, list[float]]:
@@ -182,6 +220,7 @@ def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_
         # the confirmation trained with the chosen setting and a seed that no trial used
         (confirm,) = (run_dir / f"{folder.split('-')[0]}").glob("*/result.json")
         assert json.loads(confirm.read_text())["job"] == f"{role}-s1"
+        assert 1e-3 / 2 < peak_lr(confirm.parent) <= 1e-3 * 1.0001
     report = (run_dir / "report.md").read_text()
     assert "## Training-budget search (chosen on the holdout)" in report
     assert "lr=0.001 | **" in report and "confirmation seeds (1) on dev" in report
@@ -220,6 +259,21 @@ def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_
         "students-search"] * 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [t["setting"]["lr"] for t in metrics["search"]["roles"]["student"]["trials"]] == [1e-6, 1e-3, 1e-7]
+
+    # the winner leaves the grid: no trial trains (all were tried before), the choice moves, so the
+    # confirmations retrain with it
+    smaller = recipe_with(tmp_path, {**search, "lr": [1.0e-6, 1.0e-7]}, **setup)
+    fourth = run_cli("recipe", "run", smaller, "--quiet")
+    assert fourth.exit_code == 0, fourth.output
+    last = job_times(run_dir)
+    new = sorted(k.split("/")[0] for k in set(last) - set(after))
+    assert new == ["controls", "students"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for role, folder in (("student", "students"), ("control", "controls")):
+        assert metrics["search"]["roles"][role]["chosen"]["lr"] in (1e-6, 1e-7)
+        (confirm,) = [run_dir / k for k in set(last) - set(after) if k.startswith(folder + "/")]
+        chosen = metrics["search"]["roles"][role]["chosen"]["lr"]
+        assert chosen / 2 < peak_lr(confirm.parent) <= chosen * 1.0001  # trained at the new choice
 
 
 @requires_minilm

@@ -193,10 +193,13 @@ def evaluation_block(ctx: RunContext, inputs: dict) -> dict | None:
         return None
     out: dict = {"fields": [k for k in spec if k != "seeds"], "trial_seeds": list(spec["seeds"]),
                  "confirmation_seeds": list(ctx.student_seeds()), "settings": len(settings(spec)), "roles": {}}
-    for role, stage in TRIAL_STAGES.items():
-        trials = [u for u in inputs.values() if u.stage == stage]
-        if trials:
-            out["roles"][role] = trial_table(ctx, trials)
+    for stage in TRIAL_STAGES.values():
+        families: dict[str, list[Unit]] = {}  # "student" (or one entry per set-up of a role that has several)
+        for u in inputs.values():
+            if u.stage == stage:
+                families.setdefault(u.id.rsplit("-trial:", 1)[0], []).append(u)
+        for family, trials in families.items():
+            out["roles"][family] = trial_table(ctx, trials)
     return out
 
 
