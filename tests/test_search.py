@@ -70,6 +70,17 @@ def test_a_search_chosen_on_dev_is_refused_with_what_to_set(tmp_path):
     assert "evaluation.selection" in result.output and "must not choose on dev" in result.output
 
 
+def test_validate_notes_the_search_cost_and_a_student_trained_less_than_its_teachers(tmp_path):
+    path = recipe_with(tmp_path, {"epochs": [1, 2], "lr": [1e-4, 3e-4], "seeds": [101, 102]}, seeds=(1, 2, 3),
+                       teachers={"members": [{"seed": 1, "training": {"epochs": 3}}, {"seed": 2}]})
+    out = " ".join(run_cli("recipe", "validate", path).output.split())
+    assert "note: search: 4 setting(s) × 2 trial seed(s) for student and control = 16 trial job(s), then 6 " \
+           "confirmation job(s)" in out
+    assert "the student and control train at most 2 epochs, fewer than teacher teacher-0 (3)" in out
+    reach = " ".join(run_cli("recipe", "validate", path, "--set", "student.search.epochs=[2, 3]").output.split())
+    assert "search: 4 setting(s)" in reach and "fewer than teacher" not in reach
+
+
 def test_trial_seeds_default_confirmation_seed_is_the_recipe_seed(tmp_path):
     """Without student.seeds the confirmation seed is the recipe's seed: a trial may not take it."""
     path = pipeline_recipe(tmp_path, evaluation=HOLDOUT, student={"search": {"lr": [1e-4], "seeds": [42]}})

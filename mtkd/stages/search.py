@@ -226,3 +226,31 @@ def training_budget(ctx: RunContext, inputs: dict) -> dict | None:
                 f"({teachers[top]:g} × {rows:,} = {teachers[top] * rows:,.0f}): student vs teachers then mixes "
                 "distillation with training budget" for role, e in roles.items() if e < teachers[top] - 1e-9]
     return {"examples": rows, "teachers": teachers, **roles, "warnings": warnings}
+
+
+def recipe_notes(recipe) -> list[str]:
+    """What ``recipe validate`` says about the search's cost and the training budget, before anything runs."""
+    from ..recipe import variation_config
+
+    s = recipe.model.student
+    if s is None:
+        return []
+    notes = []
+    roles = ["student"] + (["control"] if s.control else [])
+    spec = (recipe.resolved.get("student") or {}).get("search")
+    epochs = variation_config(recipe, "student")["training"]["epochs"]
+    confirm = len(s.seeds or [recipe.seed])
+    if spec:
+        n, k = len(settings(spec)), len(spec["seeds"])
+        notes.append(f"search: {n} setting(s) × {k} trial seed(s) for {' and '.join(roles)} = {n * k * len(roles)} "
+                     f"trial job(s), then {confirm * len(roles)} confirmation job(s)")
+        epochs = max(spec["epochs"]) if "epochs" in spec else epochs
+    teachers = {m.name or f"teacher-{i}": variation_config(recipe, i)["training"]["epochs"]
+                for i, m in enumerate(recipe.model.teachers.members if recipe.model.teachers else [])
+                if m.checkpoint is None}
+    if teachers and epochs < max(teachers.values()):
+        top = max(teachers, key=teachers.get)
+        notes.append(f"the {' and '.join(roles)} train{'s' if len(roles) == 1 else ''} at most {epochs:g} epochs, "
+                     f"fewer than teacher {top} ({teachers[top]:g}): student vs teachers would mix distillation "
+                     "with training budget (search student.search.epochs up to the teachers')")
+    return notes
