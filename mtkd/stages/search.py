@@ -74,10 +74,12 @@ def plan_trials(ctx: RunContext, role: str) -> list[Unit]:
                 fields = copy.deepcopy(base.fields)
                 fields["config"]["training"].update(setting)
                 fields["seed"] = seed
+                # the role's run function reads its seed from ``data`` (a seed, or (set-up, seed))
+                data = (*base.data[:-1], seed) if isinstance(base.data, tuple) else seed
                 out.append(Unit(_trial_id(prefix, i, seed), TRIAL_STAGES[role], fields, deps=base.deps,
                                 folder_prefix=f"{base.folder_prefix}-search",
-                                label=f"{role} trial {i} ({describe(setting)}) seed {seed}", data=seed,
-                                search={"setting": setting, "index": i}))
+                                label=f"{base.label.rsplit(' seed ', 1)[0]} trial {i} ({describe(setting)}) "
+                                      f"seed {seed}", data=data, search={"setting": setting, "index": i}))
     return out
 
 
@@ -125,7 +127,7 @@ def run_trial(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
     result = json.loads((out_dir / "result.json").read_text())
-    return {"seed": unit.data, "setting": unit.search["setting"],
+    return {"seed": unit.fields["seed"], "setting": unit.search["setting"],
             "selection_score": trial_score(result, unit.fields["config"]["training"], unit.label)}
 
 
@@ -156,10 +158,10 @@ def unit_config(cfg: dict, unit: Unit) -> dict:
     return cfg
 
 
-def job_name(kind: str, unit: Unit) -> str:
-    """``student-s11``; a trial: ``student-trial1-s101``."""
+def job_name(name: str, unit: Unit) -> str:
+    """The role's job name (``student-s101``), with the setting's index for a trial (``student-s101-trial1``)."""
     search = unit.search or {}
-    return f"{kind}-trial{search['index']}-s{unit.data}" if "index" in search else f"{kind}-s{unit.data}"
+    return f"{name}-trial{search['index']}" if "index" in search else name
 
 
 def trial_table(ctx: RunContext, trials: list[Unit]) -> dict:
@@ -168,7 +170,7 @@ def trial_table(ctx: RunContext, trials: list[Unit]) -> dict:
     for t in trials:
         result = json.loads((ctx.store.path(t.folder) / "result.json").read_text())
         row = rows.setdefault(t.search["index"], {"setting": t.search["setting"], "seeds": [], "scores": []})
-        row["seeds"].append(t.data)
+        row["seeds"].append(t.fields["seed"])
         row["scores"].append(trial_score(result, t.fields["config"]["training"], t.label))
     ordered = [rows[i] for i in sorted(rows)]
     for row in ordered:

@@ -383,9 +383,8 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     objs = {t: (student_obj[t] if t in soft else hard[t]) for t in ctx.tasks}
     teachers = [teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]) for m in ctx.members()] \
         if uses_hidden_states(ctx) else []
-    job = make_job(ctx, job_name("student", unit), out_dir, unit_config(ctx.student_config(), unit), unit.data, objs,
-                   soft=soft,
-                   init_from=_init_from(ctx, inputs), teacher_models=teachers)
+    job = make_job(ctx, job_name(f"student-s{unit.data}", unit), out_dir, unit_config(ctx.student_config(), unit),
+                   unit.data, objs, soft=soft, init_from=_init_from(ctx, inputs), teacher_models=teachers)
     result = run_job(ctx, job)
     return {"seed": unit.data, "model": job_model_dir(out_dir, result).name}
 
@@ -393,8 +392,8 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
 def run_control(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
     r = ctx.recipe
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
-    job = make_job(ctx, job_name("control", unit), out_dir, unit_config(ctx.student_config(), unit), unit.data, hard,
-                   init_from=_init_from(ctx, inputs))
+    job = make_job(ctx, job_name(f"control-s{unit.data}", unit), out_dir, unit_config(ctx.student_config(), unit),
+                   unit.data, hard, init_from=_init_from(ctx, inputs))
     result = run_job(ctx, job)
     return {"seed": unit.data, "model": job_model_dir(out_dir, result).name}
 
