@@ -146,7 +146,8 @@ def search_lines(metrics: dict) -> list[str]:
     if search and search.get("roles"):
         roles = list(search["roles"])
         lines += ["", "## Training-budget search (chosen on the holdout)", "", search_sentence(search), "",
-                  "| setting | " + " | ".join(f"{r} (holdout: mean, per trial seed)" for r in roles) + " |",
+                  "| setting | " + " | ".join(f"{r} (holdout" + (": mean (each trial seed))" if len(
+                      search["trial_seeds"]) > 1 else ")") for r in roles) + " |",
                   "|---|" + "---|" * len(roles)]
         first = search["roles"][roles[0]]["trials"]
         for i, row in enumerate(first):
