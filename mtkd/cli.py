@@ -368,7 +368,8 @@ def model_options(f):
     f = click.option("--seed", type=int, default=None,
                      help="Which student/control seed (default: the recipe's first).")(f)
     f = click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
-                     help="student, control, ensemble or teacher:NAME, of this recipe version.")(f)
+                     help="student, control, ensemble or teacher:NAME of this recipe version; student:VARIANT or "
+                          "control:VARIANT with student.variants (plain student/control: the first variant).")(f)
     return click.option("--output", type=click.Path(),
                         help="The recipe's run folder (default: <output_dir>/<recipe name>).")(f)
 

@@ -8,7 +8,8 @@ returns ``[]``. ``report.md`` links the files; trackers log them as images.
   the student, the last two as the mean over seeds with a ±1 std error bar and every seed as a dot.
 - :func:`plot_deltas`: student − control and student − ensemble per task with their bootstrap
   intervals (from ``metrics["comparison"]``, see ``mtkd.stats``).
-- :func:`plot_serving_cost`: quality against parameters and against examples/s, one point per model.
+- :func:`plot_serving_cost`: quality against parameters and against examples/s, one point per model (per
+  student variant: its student and control, and the variants' Pareto frontier as a line).
 - :func:`plot_learning_curves`: training loss and dev score over steps, one line per job.
 """
 
@@ -168,6 +169,16 @@ def cost_points(metrics: dict) -> list[dict]:
         quality[names[i] if i < len(names) else f"teacher-{i}"] = v
     if "student" in measured and "control" not in measured and score.get("control") is not None:
         measured["control"] = measured["student"]
+    variants = metrics.get("variants") or {}
+    if variants:  # every variant's student and control (the first is the plain student: not drawn twice)
+        measured.pop("student", None)
+        measured.pop("control", None)
+        for name, v in variants.items():
+            if v.get("serving"):
+                for role in ("student", "control"):
+                    if v["score"].get(role) is not None:
+                        measured[f"{role}:{name}"] = v["serving"]
+                        quality[f"{role}:{name}"] = v["score"][role]
     points = []
     for who, cost in measured.items():
         q = quality.get(who)
@@ -181,7 +192,8 @@ def cost_points(metrics: dict) -> list[dict]:
 
 
 def _role(name: str) -> str:
-    return name if name in ROLE_COLOURS else "teacher"
+    role = name.split(":")[0]  # student:VARIANT, control:VARIANT
+    return role if role in ROLE_COLOURS else "teacher"
 
 
 def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png") -> list[Path]:
@@ -193,12 +205,22 @@ def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png")
     left, right = fig.subplots(1, 2)
     for p in points:
         colour = ROLE_COLOURS[_role(p["name"])]
-        left.scatter(p["parameters"], p["score"], color=colour, s=30)
+        marker = "x" if _role(p["name"]) == "control" else "o"  # a control sits at its student's cost
+        left.scatter(p["parameters"], p["score"], color=colour, s=30, marker=marker)
         left.annotate(p["name"], (p["parameters"], p["score"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p["examples_per_s"]:
-            right.scatter(p["examples_per_s"], p["score"], color=colour, s=30)
+            right.scatter(p["examples_per_s"], p["score"], color=colour, s=30, marker=marker)
             right.annotate(p["name"], (p["examples_per_s"], p["score"]), fontsize=7, xytext=(4, 3),
                            textcoords="offset points")
+    frontier = metrics.get("frontier") or {}
+    on = [p for p in points if p["name"] in {f"student:{r['variant']}" for r in frontier.get("variants", [])
+                                               if r["pareto"]}]
+    if len(on) > 1:  # the variants' quality/speed frontier, in the panel of the cost it was chosen on
+        ax, key = (right, "examples_per_s") if frontier["axis"] == "examples_per_s" else (left, "parameters")
+        on = sorted(on, key=lambda p: p[key])
+        ax.plot([p[key] for p in on], [p["score"] for p in on], color=ROLE_COLOURS["student"], lw=1, ls="--",
+                label="Pareto frontier (student variants)")
+        ax.legend(fontsize=7, loc="lower left")
     left.set_xscale("log")
     left.set_xlabel("parameters (all members for the ensemble)")
     left.set_ylabel("GLUE-style dev score")
