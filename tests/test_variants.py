@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import pipeline_recipe, requires_minilm, run_cli
+from helpers import pipeline_recipe, requires_minilm
 from PIL import Image
 
 from mtkd.errors import RecipeError
@@ -148,23 +148,21 @@ def test_the_frontier_from_scores_and_serving_speed():
     assert [r["pareto"] for r in frontier["variants"]] == [False, True]
 
 
-@requires_minilm
-def test_a_tiny_compression_sweep_end_to_end(tmp_path):
+def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     """Two sizes and the hidden-state objective on the smaller one, 1 seed, a few steps: every variant with its
     control (two controls, the hidden variant shares the small one's), the frontier in metrics.json, the
     report, the terminal table and the plot; models addressed as student:VARIANT / control:VARIANT."""
-    path = pipeline_recipe(
-        tmp_path, teachers={"members": [{"seed": 1}]},
-        student={"seeds": [1], "control": True, "variants": [
+    sample = {"max_train_examples": 24, "max_eval_examples": 16}
+    run = mtkd_run_recipe({
+        "tasks": [{"name": "rte", **sample}, {"name": "sst2", **sample}],
+        "student": {"seeds": [1], "control": True, "variants": [
             {"name": "l2"},
             {"name": "l1", "encoder": {"num_layers": 1}, "init_from_teacher": 0},
             {"name": "l1-hidden", "encoder": {"num_layers": 1}, "init_from_teacher": 0,
              "objective": {"classification": HIDDEN}}]},
-        evaluation={"serving": True, "serving_examples": 8, "serving_batch_sizes": [4],
-                    "exclude_from_score": ["sst2"]})
-    result = run_cli("recipe", "run", path, "--quiet")
-    assert result.exit_code == 0, result.output
-    run_dir = tmp_path / "runs" / "tiny"
+        "evaluation": {"serving": True, "serving_examples": 8, "serving_batch_sizes": [4],
+                       "exclude_from_score": ["sst2"]}})
+    path, run_dir, result = run.recipe, run.run_dir, run
     assert len(list((run_dir / "students").glob("*/result.json"))) == 3
     assert len(list((run_dir / "controls").glob("*/result.json"))) == 2  # l1-hidden's control is l1's
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -195,7 +193,7 @@ def test_a_tiny_compression_sweep_end_to_end(tmp_path):
         img.verify()
     # addressing: student:VARIANT and control:VARIANT; plain `student` is the first variant
     def rte(role):
-        r = run_cli("evaluate", path, "--model", role, "--json", "--task", "rte")
+        r = mtkd_plugins.cli("evaluate", path, "--model", role, "--json", "--task", "rte")
         assert r.exit_code == 0, r.output
         return json.loads(r.output)["rte"]["accuracy"]
 
@@ -205,6 +203,22 @@ def test_a_tiny_compression_sweep_end_to_end(tmp_path):
     assert rte("control:l1-hidden") == pytest.approx(v["l1"]["tasks"]["rte"]["control"]["accuracy"])
     # a second run trains nothing: every unit is reused
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("*s/*/result.json")}
-    assert run_cli("recipe", "run", path, "--quiet").exit_code == 0
+    assert mtkd_plugins.cli("recipe", "run", path, "--quiet").exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("*s/*/result.json")} == before
     assert not math.isnan(m["score"]["control"])
+
+
+def test_the_shipped_compression_sweep():
+    from helpers import REPO
+
+    recipe = load_recipe(REPO / "recipes" / "compression-sweep.yaml")
+    variants = student_variants(recipe)
+    assert [v.name for v in variants] == ["l6", "l6-hidden", "l3", "l3-hidden", "l2", "l2-hidden"]
+    assert all(v.init_from_teacher == 0 for v in variants)  # teacher 0's lower layers
+    assert [v.config["encoder"].get("num_layers") for v in variants] == [None, None, 3, 3, 2, 2]
+    for v in variants:
+        objective = v.objective["classification"]
+        assert objective["type"] == ("hidden-states" if v.name.endswith("-hidden") else "mixture")
+        if v.name.endswith("-hidden"):  # every student layer paired, up to the teacher's last (6)
+            assert objective["layers"][-1][1] == 6 and objective["base"]["type"] == "mixture"
+    assert recipe.score_tasks() == ["cola", "sst2", "rte"]  # WNLI reported, left out of the headline
