@@ -73,19 +73,22 @@ def score_groups(metrics: dict) -> dict[str, list[tuple[str, str, list[float]]]]
                 bars.append((names[i] if i < len(names) else f"teacher {i}", "teacher", [task_score(t)]))
         if e.get("ensemble"):
             bars.append(("ensemble", "ensemble", [task_score(e["ensemble"])]))
-        for role, key in (("control", "controls"), ("student", "students")):
-            values = _finite(task_score(r) for r in e.get(key, []) if r)
-            if values:
-                bars.append((role, role, values))
+        variants = metrics.get("variants") or {}
+        for name, v in variants.items() or [(None, {"tasks": {task: e}})]:
+            for role, key in (("control", "controls"), ("student", "students")):
+                values = _finite(task_score(r) for r in v["tasks"].get(task, {}).get(key, []) if r)
+                if values:
+                    bars.append((role if name is None else f"{role} {name}", role, values))
         if bars:
             out[task] = bars
     s = metrics.get("score", {})
     bars = [(names[i] if i < len(names) else f"teacher {i}", "teacher", [v]) for i, v in enumerate(s.get("teachers", []))]
     if "ensemble" in s:
         bars.append(("ensemble", "ensemble", [s["ensemble"]]))
-    for role in ("control", "student"):
-        if s.get(f"{role}s"):
-            bars.append((role, role, _finite(s[f"{role}s"])))
+    for name, v in (metrics.get("variants") or {}).items() or [(None, {"score": s})]:
+        for role in ("control", "student"):
+            if v["score"].get(f"{role}s"):
+                bars.append((role if name is None else f"{role} {name}", role, _finite(v["score"][f"{role}s"])))
     if bars:
         out["GLUE-style"] = bars
     return out

@@ -222,3 +222,29 @@ def test_the_shipped_compression_sweep():
         if v.name.endswith("-hidden"):  # every student layer paired, up to the teacher's last (6)
             assert objective["layers"][-1][1] == 6 and objective["base"]["type"] == "mixture"
     assert recipe.score_tasks() == ["cola", "sst2", "rte"]  # WNLI reported, left out of the headline
+
+
+def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
+    from mtkd.plots import cost_points, plot_scores, plot_serving_cost, score_groups
+    from mtkd.scores import glue_score
+
+    ev = _evaluation({"l6": (80.0, 78.0, 22), "l3": (77.0, 74.0, 13), "l2": (70.0, 71.0, 10)},
+                     {"l6": 100.0, "l3": 200.0, "l2": 290.0})
+    variants, frontier = variant_metrics(ev, glue_score)
+    metrics = {"teacher_names": ["t"], "tasks": {"rte": {"teachers": [{"accuracy": 81.0}], "ensemble": {"accuracy": 82.0},
+                                                         "students": [{"accuracy": 80.0}], "controls": [{"accuracy": 78.0}]}},
+               "score": {"teachers": [81.0], "ensemble": 82.0, "student": 80.0, "control": 78.0, "students": [80.0],
+                         "controls": [78.0]},
+               "serving": {"ensemble": {"parameters": 66, "members": 3, "batch_32": {"examples_per_s": 33.0}},
+                           "student": ev["serving"]["variants"]["l6"]},
+               "variants": variants, "frontier": frontier}
+    points = {p["name"]: p for p in cost_points(metrics)}
+    # every variant's student and control (the plain student is l6, not drawn twice); a teacher's cost is not measured
+    assert set(points) == {"ensemble"} | {f"{r}:{n}" for r in ("student", "control") for n in ("l6", "l3", "l2")}
+    assert points["control:l3"]["examples_per_s"] == points["student:l3"]["examples_per_s"] == 200.0
+    assert points["control:l2"]["score"] == 71.0
+    labels = [b[0] for b in score_groups(metrics)["GLUE-style"]]
+    assert labels == ["t", "ensemble", "control l6", "student l6", "control l3", "student l3", "control l2", "student l2"]
+    for path in [*plot_serving_cost(metrics, tmp_path), *plot_scores(metrics, tmp_path)]:
+        with Image.open(path) as img:
+            img.verify()

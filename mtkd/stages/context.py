@@ -250,16 +250,14 @@ def check_before_training(ctx: RunContext) -> None:
 
     variants = student_variants(recipe)
     for v in variants:
-        trainings.append((v.config["training"], "student.training" if v.name is None else
-                          f"student.variants[{v.name}].training"))
+        trainings.append((v.config["training"], f"{v.path}.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
     train_tasks = {name: tb.task for name, tb in ctx.tasks.items() if tb.train is not None}
     for training, where in trainings:
         check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=train_tasks)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
     for v in variants:
-        objectives(recipe, v.objective, "student.objective" if v.name is None else
-                   f"student.variants[{v.name}].objective", ctx.tasks)
+        objectives(recipe, v.objective, f"{v.path}.objective", ctx.tasks)
     objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
     if members:
         for task in recipe.distilled_tasks():

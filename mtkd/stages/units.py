@@ -384,8 +384,7 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     if missing:
         raise CheckpointError(f"no soft targets for distilled task(s) {missing}", path="teachers.tasks",
                               hint="run the soft-targets stage first, or give student.soft_targets")
-    where = "student.objective" if variant.name is None else f"student.variants[{variant.name}].objective"
-    student_obj = objectives(r, variant.objective, where, ctx.tasks)
+    student_obj = objectives(r, variant.objective, f"{variant.path}.objective", ctx.tasks)
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
     # Distilled tasks use the student objective; the others train on hard labels only.
     objs = {t: (student_obj[t] if t in soft else hard[t]) for t in ctx.tasks}

@@ -28,6 +28,12 @@ class Variant:
     config: dict  # encoder / heads / training
     objective: dict  # the student's objective, per task type
     init_from_teacher: int | None
+    index: int | None = None  # its place in student.variants
+
+    @property
+    def path(self) -> str:
+        """Where the recipe sets it up (error messages)."""
+        return "student" if self.index is None else f"student.variants[{self.index}]"
 
     def unit_id(self, kind: str, seed: int) -> str:
         return f"{kind}:{seed}" if self.name is None else f"{kind}:{self.name}:{seed}"
@@ -48,7 +54,8 @@ def student_variants(recipe: Recipe) -> list[Variant]:
     entries = r["student"].get("variants")
     if not entries:
         return [Variant(None, variation_config(recipe, "student"), r["student"]["objective"], s.init_from_teacher)]
-    return [Variant(e["name"], variation_config(recipe, e), e["objective"], e["init_from_teacher"]) for e in entries]
+    return [Variant(e["name"], variation_config(recipe, e), e["objective"], e["init_from_teacher"], i)
+            for i, e in enumerate(entries)]
 
 
 def has_variants(recipe: Recipe) -> bool:
