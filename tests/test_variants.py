@@ -201,6 +201,10 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     assert rte("student") == pytest.approx(v["l2"]["tasks"]["rte"]["student"]["accuracy"])
     assert rte("student:l1-hidden") == pytest.approx(v["l1-hidden"]["tasks"]["rte"]["student"]["accuracy"])
     assert rte("control:l1-hidden") == pytest.approx(v["l1"]["tasks"]["rte"]["control"]["accuracy"])
+    exported = run_dir.parent / "l1-hidden-rte"
+    r = mtkd_plugins.cli("export", path, exported, "--task", "rte", "--model", "student:l1-hidden")
+    assert r.exit_code == 0, r.output
+    assert json.loads((exported / "config.json").read_text())["num_hidden_layers"] == 1
     # a second run trains nothing: every unit is reused
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("*s/*/result.json")}
     assert mtkd_plugins.cli("recipe", "run", path, "--quiet").exit_code == 0
