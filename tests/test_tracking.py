@@ -168,10 +168,14 @@ def test_the_report_run_logs_the_reports_plots_as_wandb_images(registries, tmp_p
     assert [p.name for p in pngs] == ["scores.png", "deltas.png"]
     report_run(tmp_path / "run", recipe_hash="abc", group="g", config={"recipe_hash": "abc"},
                loggers=[registries.loggers.create("wandb", {"project": "p"})], scores={"student": 64.0},
-               table=report_rows(metrics), plots={p.stem: p for p in [*pngs, folder / "missing.png"]})
+               table=report_rows(metrics), plots={p.stem: p for p in [*pngs, folder / "missing.png"]},
+               tables={"frontier": (["variant", "student"], [["l3", "77.00"]])})
     (run_file,) = find_wandb_runs(offline_wandb)
     run = read_wandb_offline(run_file)
     assert run["run"]["job_type"] == "report" and run["summary"]["score/student"] == 64.0
+    assert {k for row in run["history"] for k, v in row.items()
+            if isinstance(v, dict) and v.get("_type") == "table-file"} == \
+        {"comparison", "frontier"}
     images = {k: v for row in run["history"] for k, v in row.items() if k.startswith("plots/")}
     assert set(images) == {"plots/scores", "plots/deltas"}  # a plot file that is not there is skipped
     for name, image in images.items():

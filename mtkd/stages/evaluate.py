@@ -351,13 +351,14 @@ def publish_report(ctx: RunContext, unit: Unit) -> None:
     print_report(metrics, ctx.recipe.model.name, Console())
     lg = loggers(ctx.recipe)
     if lg:  # one tracker run per recipe version: scores, the comparison table, the report's plots
-        from ..report import report_rows
+        from ..report import frontier_rows, report_rows
 
         folder = store.path(unit.folder)
         plots = {p.stem: p for pattern in ("*.png", "plots/*.png") for p in sorted(folder.glob(pattern))}
         report_run(ctx.run_dir, recipe_hash=ctx.recipe.hash,
                    group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name,
                    config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash}, loggers=lg,
-                   scores=metrics["score"], table=report_rows(metrics), plots=plots)
+                   scores=metrics["score"], table=report_rows(metrics), plots=plots,
+                   tables={"frontier": frontier_rows(metrics)} if metrics.get("frontier") else None)
     Console().print(f"[dim]report: {store.path(unit.folder, 'report.md')}  metrics: {store.path('metrics.json')}[/]",
                     highlight=False)
