@@ -201,6 +201,10 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     assert rte("student") == pytest.approx(v["l2"]["tasks"]["rte"]["student"]["accuracy"])
     assert rte("student:l1-hidden") == pytest.approx(v["l1-hidden"]["tasks"]["rte"]["student"]["accuracy"])
     assert rte("control:l1-hidden") == pytest.approx(v["l1"]["tasks"]["rte"]["control"]["accuracy"])
+    r = mtkd_plugins.cli("runs", "compare", run_dir, run_dir, "--model", "control:l1", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["scores"]["GLUE-style"] == [rows["l1"]["control"]] * 2
+    assert mtkd_plugins.cli("runs", "compare", run_dir, run_dir, "--model", "student:l9").exit_code == 2
     exported = run_dir.parent / "l1-hidden-rte"
     r = mtkd_plugins.cli("export", path, exported, "--task", "rte", "--model", "student:l1-hidden")
     assert r.exit_code == 0, r.output
