@@ -76,6 +76,8 @@ def score_groups(metrics: dict) -> dict[str, list[tuple[str, str, list[float]]]]
         variants = metrics.get("variants") or {}
         for name, v in variants.items() or [(None, {"tasks": {task: e}})]:
             for role, key in (("control", "controls"), ("student", "students")):
+                if role == "control" and v.get("control_of", name) != name:
+                    continue  # a control shared with an earlier variant: drawn once
                 values = _finite(task_score(r) for r in v["tasks"].get(task, {}).get(key, []) if r)
                 if values:
                     bars.append((role if name is None else f"{role} {name}", role, values))
@@ -87,7 +89,7 @@ def score_groups(metrics: dict) -> dict[str, list[tuple[str, str, list[float]]]]
         bars.append(("ensemble", "ensemble", [s["ensemble"]]))
     for name, v in (metrics.get("variants") or {}).items() or [(None, {"score": s})]:
         for role in ("control", "student"):
-            if v["score"].get(f"{role}s"):
+            if v["score"].get(f"{role}s") and (role == "student" or v.get("control_of", name) == name):
                 bars.append((role if name is None else f"{role} {name}", role, _finite(v["score"][f"{role}s"])))
     if bars:
         out["GLUE-style"] = bars
@@ -179,9 +181,12 @@ def cost_points(metrics: dict) -> list[dict]:
         for name, v in variants.items():
             if v.get("serving"):
                 for role in ("student", "control"):
-                    if v["score"].get(role) is not None:
-                        measured[f"{role}:{name}"] = v["serving"]
-                        quality[f"{role}:{name}"] = v["score"][role]
+                    if v["score"].get(role) is not None and (role == "student" or v.get("control_of", name) == name):
+                        sharing = [n for n, o in variants.items() if n != name and o.get("control_of") == name]
+                        label = f"{role}:{name}" + (f" (= {', '.join(sharing)})" if role == "control" and sharing
+                                                    else "")
+                        measured[label] = v["serving"]
+                        quality[label] = v["score"][role]
     points = []
     for who, cost in measured.items():
         q = quality.get(who)

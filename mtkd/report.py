@@ -140,13 +140,14 @@ def _mean_pm(mean, std) -> str:
 def frontier_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """The frontier table: one row per student variant (``metrics["frontier"]``)."""
     fr = metrics["frontier"]
-    speed = f"examples/s (batch {fr['batch_size']})" if fr["axis"] == "examples_per_s" else "examples/s"
-    header = ["variant", "parameters", speed, "student", "control", "student − control", "frontier"]
+    speed = f"ex/s (batch {fr['batch_size']})" if fr["axis"] == "examples_per_s" else "ex/s"
+    header = ["variant", "params", speed, "student", "control", "student − control", "frontier"]
     rows = []
     for r in fr["variants"]:
-        rows.append([r["variant"], f"{r['parameters']:,}",
+        rows.append([r["variant"], f"{r['parameters'] / 1e6:.2f} M",
                      f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "—",
-                     _mean_pm(r["student"], r["student_std"]), _mean_pm(r["control"], r["control_std"]),
+                     _mean_pm(r["student"], r["student_std"]), _mean_pm(r["control"], r["control_std"])
+                     + (f" ({r['control_of']}'s)" if r.get("control_of", r["variant"]) != r["variant"] else ""),
                      _interval(r["student_minus_control"]), "yes" if r["pareto"] else ""])
     return header, rows
 
@@ -169,7 +170,8 @@ def frontier_lines(metrics: dict) -> list[str]:
     variants = metrics.get("variants") or {}
     tasks = sorted({t for v in variants.values() for t in v["tasks"]})
     if tasks:
-        cols = [(n, k) for n, v in variants.items() for k in ("student", "control") if v["score"].get(k) is not None]
+        cols = [(n, k) for n, v in variants.items() for k in ("student", "control") if v["score"].get(k) is not None
+                and (k == "student" or v.get("control_of", n) == n)]  # a shared control once
         lines += ["", "Per task (mean over seeds):", "", "| task | " + " | ".join(f"{n} {k}" for n, k in cols) + " |",
                   "|---|" + "---|" * len(cols)]
         for t in tasks:

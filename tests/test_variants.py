@@ -177,6 +177,7 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
         # the headline averages rte only: a variant's score is its rte score
         assert r["student"] == pytest.approx(m["variants"][r["variant"]]["tasks"]["rte"]["student"]["accuracy"])
     assert rows["l1"]["control"] == rows["l1-hidden"]["control"]  # one control model
+    assert [r["control_of"] for r in rows.values()] == ["l2", "l1", "l1"]
     fastest_best = max(rows.values(), key=lambda r: (r["student"], r["examples_per_s"]))
     assert fastest_best["pareto"]  # nothing beats the best score at its speed
     # the first variant is the run's student
@@ -186,6 +187,7 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     assert "The GLUE-style score averages rte; sst2 is reported but not averaged." in report
     assert "## Compression frontier" in report and "| l1-hidden | " in report
     assert "| student l1 |" in report  # the serving table has every variant
+    assert "(l1's)" in report.split("## Compression frontier")[1]  # l1-hidden's control is said to be l1's
     out = " ".join(result.output.split())
     assert "compression frontier" in out and "l1-hidden" in out
     assert "quality_vs_cost.png" in m["plots"]
@@ -238,6 +240,7 @@ def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
 
     ev = _evaluation({"l6": (80.0, 78.0, 22), "l3": (77.0, 74.0, 13), "l2": (70.0, 71.0, 10)},
                      {"l6": 100.0, "l3": 200.0, "l2": 290.0})
+    ev["variants"]["l2"]["control_of"] = "l3"  # as if l2 differed from l3 only in its soft objective
     variants, frontier = variant_metrics(ev, glue_score)
     metrics = {"teacher_names": ["t"], "tasks": {"rte": {"teachers": [{"accuracy": 81.0}], "ensemble": {"accuracy": 82.0},
                                                          "students": [{"accuracy": 80.0}], "controls": [{"accuracy": 78.0}]}},
@@ -247,12 +250,12 @@ def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
                            "student": ev["serving"]["variants"]["l6"]},
                "variants": variants, "frontier": frontier}
     points = {p["name"]: p for p in cost_points(metrics)}
-    # every variant's student and control (the plain student is l6, not drawn twice); a teacher's cost is not measured
-    assert set(points) == {"ensemble"} | {f"{r}:{n}" for r in ("student", "control") for n in ("l6", "l3", "l2")}
-    assert points["control:l3"]["examples_per_s"] == points["student:l3"]["examples_per_s"] == 200.0
-    assert points["control:l2"]["score"] == 71.0
+    # every variant's student and control, a shared control once (the plain student is l6, not drawn twice); a
+    # teacher's cost is not measured
+    assert set(points) == {"ensemble", "student:l6", "student:l3", "student:l2", "control:l6", "control:l3 (= l2)"}
+    assert points["control:l3 (= l2)"]["examples_per_s"] == points["student:l3"]["examples_per_s"] == 200.0
     labels = [b[0] for b in score_groups(metrics)["GLUE-style"]]
-    assert labels == ["t", "ensemble", "control l6", "student l6", "control l3", "student l3", "control l2", "student l2"]
+    assert labels == ["t", "ensemble", "control l6", "student l6", "control l3", "student l3", "student l2"]
     for path in [*plot_serving_cost(metrics, tmp_path), *plot_scores(metrics, tmp_path)]:
         with Image.open(path) as img:
             img.verify()

@@ -143,7 +143,9 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
         for d in s_dirs + c_dirs:
             if d not in predicted:
                 predicted[d] = dev_outputs(ctx, d, precision)
+        shared = next((n for n, pv in per_variant.items() if c_dirs and pv["control_dirs"] == c_dirs), v.name)
         per_variant[v.name] = {"seeds": seeds, "dirs": s_dirs, "students": [predicted[d] for d in s_dirs],
+                               "control_dirs": c_dirs, "control_of": shared,
                                "controls": [predicted[d] for d in c_dirs],
                                "train_seconds": {"students": [r["train_seconds"] for r in students],
                                                  "controls": [r["train_seconds"] for r in controls]}}
@@ -167,6 +169,7 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
                 "students": [_metrics_of(ctx, o) for o in pv["students"]],
                 "controls": [_metrics_of(ctx, o) for o in pv["controls"]],
                 "train_seconds": pv["train_seconds"], "comparison": comp,
+                "control_of": pv["control_of"],  # the variant whose control models these are (shared by key)
                 "parameters": parameter_count(ctx, pv["dirs"][0])}
     out["jobs"] = {}
     for u in inputs.values():

@@ -130,7 +130,8 @@ def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
                 score[key], score[f"{key}_std"] = mean_std(score[f"{key}s"])
         cost = serving.get(name)
         out[name] = {"tasks": tasks, "score": score, "parameters": v["parameters"], "serving": cost,
-                     "train_seconds": v["train_seconds"], "comparison": v["comparison"]}
+                     "train_seconds": v["train_seconds"], "comparison": v["comparison"],
+                     "control_of": v.get("control_of", name)}
         batches = sorted((int(k.split("_")[1]), b) for k, b in (cost or {}).items() if k.startswith("batch_"))
         delta = (v["comparison"].get("student_vs_control") or {}).get("score")
         rows.append({"variant": name, "parameters": v["parameters"],
@@ -138,6 +139,7 @@ def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
                      "batch_size": batches[-1][0] if batches else None,
                      "student": score.get("student"), "student_std": score.get("student_std"),
                      "control": score.get("control"), "control_std": score.get("control_std"),
+                     "control_of": v.get("control_of", name),
                      "student_minus_control": {k: delta[k] for k in ("delta", "low", "high")} if delta else None})
     axis = "examples_per_s" if rows and all(r["examples_per_s"] for r in rows) else "parameters"
     for r in rows:
