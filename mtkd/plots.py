@@ -7,7 +7,8 @@ returns ``[]``. ``report.md`` links the files; trackers log them as images.
 - :func:`plot_scores`: per task (and the GLUE-style score) each teacher, the ensemble, the control and
   the student, the last two as the mean over seeds with a ±1 std error bar and every seed as a dot.
 - :func:`plot_deltas`: student − control and student − ensemble per task with their bootstrap
-  intervals (from ``metrics["comparison"]``, see ``mtkd.stats``).
+  intervals (from ``metrics["comparison"]``, see ``mtkd.stats``); per student variant, its GLUE-style
+  student − control (``metrics["frontier"]``).
 - :func:`plot_serving_cost`: quality against parameters and against examples/s, one point per model (per
   student variant: its student and control, and the variants' Pareto frontier as a line).
 - :func:`plot_learning_curves`: training loss and dev score over steps, one line per job.
@@ -131,15 +132,24 @@ def plot_scores(metrics: dict, out_dir, name: str = "scores.png") -> list[Path]:
 
 
 def plot_deltas(metrics: dict, out_dir, name: str = "deltas.png") -> list[Path]:
-    """Student − control and student − ensemble per task and overall, with their 95 % intervals."""
+    """Student − control and student − ensemble per task and overall, with their 95 % intervals; with student
+    variants, a panel of each variant's GLUE-style student − control."""
     comp = metrics.get("comparison") or {}
-    blocks = [(k, comp[k]) for k in ("student_vs_control", "student_vs_ensemble") if comp.get(k)]
-    if not blocks:
+    panels = []
+    for key in ("student_vs_control", "student_vs_ensemble"):
+        block = comp.get(key)
+        if block:
+            rows = list(block["tasks"].items()) + ([("GLUE-style", block["score"])] if "score" in block else [])
+            panels.append((f"student − {key.split('_vs_')[1]} (95 % paired bootstrap)", rows))
+    variants = [(r["variant"], r["student_minus_control"]) for r in (metrics.get("frontier") or {}).get("variants", [])
+                if r.get("student_minus_control")]
+    if variants:
+        panels.append(("GLUE-style student − control per variant", variants))
+    if not panels:
         return []
-    fig = _figure(figsize=(4.2 * len(blocks), 0.45 * (len(blocks[0][1]["tasks"]) + 2) + 1))
-    axes = fig.subplots(1, len(blocks), squeeze=False)
-    for ax, (key, block) in zip(axes.flat, blocks):
-        rows = list(block["tasks"].items()) + ([("GLUE-style", block["score"])] if "score" in block else [])
+    fig = _figure(figsize=(4.2 * len(panels), 0.45 * (max(len(rows) for _, rows in panels) + 1) + 1))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (title, rows) in zip(axes.flat, panels):
         for y, (_label, d) in enumerate(rows):
             lo, hi = d["low"], d["high"]
             excludes = (lo > 0 or hi < 0) if not (math.isnan(lo) or math.isnan(hi)) else False
@@ -149,8 +159,7 @@ def plot_deltas(metrics: dict, out_dir, name: str = "deltas.png") -> list[Path]:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.invert_yaxis()
-        other = key.split("_vs_")[1]
-        ax.set_title(f"student − {other} (95 % paired bootstrap)", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("points (x100)")
     fig.tight_layout()
     return [_save(fig, Path(out_dir) / name)]

@@ -235,7 +235,7 @@ def test_the_shipped_compression_sweep():
 
 
 def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
-    from mtkd.plots import cost_points, plot_scores, plot_serving_cost, score_groups
+    from mtkd.plots import cost_points, plot_deltas, plot_scores, plot_serving_cost, score_groups
     from mtkd.scores import glue_score
 
     ev = _evaluation({"l6": (80.0, 78.0, 22), "l3": (77.0, 74.0, 13), "l2": (70.0, 71.0, 10)},
@@ -256,6 +256,8 @@ def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
     assert points["control:l3 (= l2)"]["examples_per_s"] == points["student:l3"]["examples_per_s"] == 200.0
     labels = [b[0] for b in score_groups(metrics)["GLUE-style"]]
     assert labels == ["t", "ensemble", "control l6", "student l6", "control l3", "student l3", "student l2"]
-    for path in [*plot_serving_cost(metrics, tmp_path), *plot_scores(metrics, tmp_path)]:
+    drawn = [*plot_serving_cost(metrics, tmp_path), *plot_scores(metrics, tmp_path), *plot_deltas(metrics, tmp_path)]
+    assert [p.name for p in drawn] == ["quality_vs_cost.png", "scores.png", "deltas.png"]  # deltas: per variant
+    for path in drawn:
         with Image.open(path) as img:
             img.verify()
