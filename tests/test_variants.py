@@ -261,3 +261,22 @@ def test_the_plots_show_every_variant_and_the_frontier(tmp_path):
     for path in drawn:
         with Image.open(path) as img:
             img.verify()
+
+
+def test_the_report_renders_a_sweep_without_controls_or_serving():
+    from mtkd.report import render_markdown
+    from mtkd.scores import glue_score
+
+    ev = _evaluation({"l6": (80.0, 0.0, 22_000_000), "l3": (77.0, 0.0, 13_000_000)}, None)
+    for v in ev["variants"].values():
+        v["controls"], v["comparison"] = [], {}
+    variants, frontier = variant_metrics(ev, glue_score)
+    metrics = {"teacher_names": [], "tasks": {"rte": {"teachers": [], "student": {"accuracy": 80.0},
+                                                      "students": [{"accuracy": 80.0}]}},
+               "score": {"student": 80.0, "students": [80.0]}, "score_tasks": ["rte"],
+               "variants": variants, "frontier": frontier}
+    text = render_markdown(metrics, "sweep", "abc")
+    assert "cost: the parameter count" in text
+    assert "| l6 | 22.00 M | — | 80.00 | — | — | yes |" in text  # better: on the frontier despite its size
+    assert "| l3 | 13.00 M | — | 77.00 | — | — | yes |" in text  # smaller: on it too
+    assert "| task | l6 student | l3 student |" in text
