@@ -170,6 +170,8 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     rows = {r["variant"]: r for r in m["frontier"]["variants"]}
     assert list(rows) == ["l2", "l1", "l1-hidden"] and m["frontier"]["axis"] == "examples_per_s"
     assert rows["l1"]["parameters"] == rows["l1-hidden"]["parameters"] < rows["l2"]["parameters"]
+    # one serving benchmark per architecture: l1-hidden is l1's model shape, so it has l1's cost
+    assert rows["l1"]["examples_per_s"] == rows["l1-hidden"]["examples_per_s"] != rows["l2"]["examples_per_s"]
     for r in rows.values():
         assert r["examples_per_s"] > 0 and r["batch_size"] == 4
         d = r["student_minus_control"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe import content_hash
 from ..scores import glue_score as _glue_score
 from ..scores import mean_std
 from .context import RunContext, selection_info
@@ -180,12 +181,18 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
     if ctx.recipe.model.evaluation.serving and ctx.main and members and student_dirs:
+        # One benchmark per architecture: variants that differ only in training or objective cost the same, and
+        # timing them apart would let measurement noise rank them on the frontier.
+        arch = {v.name: content_hash({k: v.config[k] for k in ("encoder", "heads")}) for v in variants}
+        first_of = {}
+        for v in variants:
+            first_of.setdefault(arch[v.name], v.name)
         out["serving"] = measure_serving(ctx, [teacher_model_dir(ctx, t) for t in teachers], student_dirs[0],
-                                         {v.name: per_variant[v.name]["dirs"][0] for v in variants[1:]}
-                                         if "variants" in out else None)
+                                         {n: per_variant[n]["dirs"][0] for n in first_of.values()
+                                          if n != variants[0].name} if "variants" in out else None)
         if "variants" in out:
-            out["serving"]["variants"] = {variants[0].name: out["serving"]["student"],
-                                          **out["serving"].pop("others")}
+            measured = {variants[0].name: out["serving"]["student"], **out["serving"].pop("others")}
+            out["serving"]["variants"] = {v.name: measured[first_of[arch[v.name]]] for v in variants}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / "evaluation.json.tmp"
