@@ -168,15 +168,77 @@ def search_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def headline_note(metrics: dict) -> str:
+    """Which tasks the headline GLUE-style score averages (and which are reported but left out)."""
+    chosen = metrics.get("score_tasks") or list(metrics.get("tasks", {}))
+    left = [t for t in metrics.get("tasks", {}) if t not in chosen]
+    return (f"The GLUE-style score averages {', '.join(chosen)}"
+            + (f"; {', '.join(left)} {'is' if len(left) == 1 else 'are'} reported but not averaged" if left else "")
+            + ".")
+
+
+def _mean_pm(mean, std) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" if not std else f"{mean:.2f} ± {std:.2f}"
+
+
+def frontier_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The frontier table: one row per student variant (``metrics["frontier"]``)."""
+    fr = metrics["frontier"]
+    speed = f"ex/s (batch {fr['batch_size']})" if fr["axis"] == "examples_per_s" else "ex/s"
+    header = ["variant", "params", speed, "student", "control", "student − control", "frontier"]
+    rows = []
+    for r in fr["variants"]:
+        rows.append([r["variant"], f"{r['parameters'] / 1e6:.2f} M",
+                     f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "—",
+                     _mean_pm(r["student"], r["student_std"]), _mean_pm(r["control"], r["control_std"])
+                     + (f" ({r['control_of']}'s)" if r.get("control_of", r["variant"]) != r["variant"] else ""),
+                     _interval(r["student_minus_control"]), "yes" if r["pareto"] else ""])
+    return header, rows
+
+
+def frontier_lines(metrics: dict) -> list[str]:
+    if not metrics.get("frontier"):
+        return []
+    fr = metrics["frontier"]
+    cost = (f"serving examples/s at batch {fr['batch_size']}" if fr["axis"] == "examples_per_s"
+            else "the parameter count (serving was not measured for every variant)")
+    header, rows = frontier_rows(metrics)
+    lines = ["", "## Compression frontier (student variants)", "",
+             "Each variant is trained for every seed with its control (the variant's set-up on hard labels only; "
+             "variants that differ only in the soft objective share it). GLUE-style scores ± std over seeds; "
+             "student − control with its 95 % paired bootstrap interval. `frontier`: no other variant is at least "
+             f"as good and at least as cheap, and better in one (cost: {cost}). The first variant is the "
+             "student of the tables above.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    variants = metrics.get("variants") or {}
+    tasks = sorted({t for v in variants.values() for t in v["tasks"]})
+    if tasks:
+        cols = [(n, k) for n, v in variants.items() for k in ("student", "control") if v["score"].get(k) is not None
+                and (k == "student" or v.get("control_of", n) == n)]  # a shared control once
+        lines += ["", "Per task (mean over seeds):", "", "| task | " + " | ".join(f"{n} {k}" for n, k in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for t in tasks:
+            cells = []
+            for n, k in cols:
+                m = variants[n]["tasks"].get(t, {}).get(k)
+                cells.append(f"{task_score(m):.2f}" if m else "—")
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     header, rows = report_rows(metrics)
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
              "scale; a task's score is the mean of its metrics. The teachers go by their names, `teachers` is their mean ± std; "
              "`ensemble` aggregates them as the soft targets do; `control` is the student's exact set-up trained on hard "
-             "labels only; `student` is distilled (± over seeds).",
+             "labels only; `student` is distilled (± over seeds). " + headline_note(metrics),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += evidence_lines(metrics)
+    lines += frontier_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
     serving = metrics.get("serving")
     if serving:
@@ -184,11 +246,12 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
                   "| model | parameters | " + " | ".join(
                       f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in serving["student"] if k.startswith("batch_"))
                   + " |", "|---|---|" + "---|" * sum(1 for k in serving["student"] if k.startswith("batch_"))]
-        for who in ("ensemble", "student"):
-            s = serving[who]
+        models = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"])]
+        models += [(f"student {n}", s) for n, s in serving["variants"].items()] if serving.get("variants") else \
+            [("student", serving["student"])]
+        for label, s in models:
             cells = [f"{v['examples_per_s']:.1f}, {v['p50_ms']:.1f}, {v['p95_ms']:.1f}" for k, v in s.items()
                      if k.startswith("batch_")]
-            label = f"ensemble ({s['members']} members)" if who == "ensemble" else "student"
             lines.append(f"| {label} | {s['parameters']:,} | " + " | ".join(cells) + " |")
     if metrics.get("timings"):
         lines += ["", "## Wall time per stage (the run that evaluated; stages it reused take ~0 s)", ""]
@@ -201,7 +264,8 @@ def rich_table(metrics: dict, recipe_name: str):
 
     header, rows = report_rows(metrics)
     table = Table(title=f"{recipe_name}: dev scores (x100)",
-                  caption="control = same set-up on hard labels only; student = distilled; ± over members/seeds")
+                  caption="control = same set-up on hard labels only; student = distilled; ± over members/seeds. "
+                          + headline_note(metrics))
     for h in header:
         table.add_column(h, justify="left" if h == "task" else "right")
     for r in rows:
@@ -225,6 +289,18 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
 
     for warning in (metrics.get("budget") or {}).get("warnings", []):
         console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
+    if metrics.get("frontier"):
+        from rich.table import Table
+
+        header, rows = frontier_rows(metrics)
+        frontier = Table(title="compression frontier: student variants (GLUE-style, x100)",
+                         caption="student − control: 95 % paired bootstrap interval; frontier: on the "
+                                 "quality/speed Pareto frontier")
+        for h in header:
+            frontier.add_column(h, justify="left" if h == "variant" else "right")
+        for r in rows:
+            frontier.add_row(*r)
+        console.print(frontier)
     serving = metrics.get("serving")
     if serving:
         e, s = serving["ensemble"], serving["student"]
