@@ -137,6 +137,30 @@ def test_without_a_control_only_the_student_searches(tmp_path):
     assert planned["control-search"] == [] and planned["control"] == []
 
 
+def test_each_student_variant_searches_its_own_set_up(tmp_path):
+    """With student.variants every variant (and its control) gets the whole grid over its own set-up."""
+    from mtkd.progress import NullProgress
+    from mtkd.stages.context import RunContext, load_tasks
+    from mtkd.stages.graph import plan_all
+
+    path = pipeline_recipe(tmp_path, evaluation=HOLDOUT, student={
+        "seeds": [1], "control": True, "search": {"lr": [1e-4, 3e-4], "seeds": [7]},
+        "variants": [{"name": "wide"}, {"name": "thin", "encoder": {"num_layers": 1}}]})
+    recipe = load_recipe(path)
+    planned = plan_all(RunContext(recipe, None, load_tasks(recipe), NullProgress()))
+    trials = {u.id: u for u in planned["student-search"]}
+    assert list(trials) == ["student:wide-trial:0:7", "student:wide-trial:1:7", "student:thin-trial:0:7",
+                            "student:thin-trial:1:7"]
+    thin = trials["student:thin-trial:1:7"]
+    variant, seed = thin.data
+    assert variant.name == "thin" and seed == 7 and thin.fields["seed"] == 7
+    assert thin.fields["config"]["encoder"]["num_layers"] == 1 and thin.fields["config"]["training"]["lr"] == 3e-4
+    assert thin.label == "student thin trial 1 (lr=0.0003) seed 7"
+    confirm = {u.id: u for u in planned["student"]}["student:thin:1"]
+    assert confirm.search["trials"] == ["student:thin-trial:0:7", "student:thin-trial:1:7"]
+    assert len(planned["control-search"]) == 4
+
+
 def test_the_report_lists_every_setting_and_the_budget_warning():
     from mtkd.report import search_lines
 
@@ -319,3 +343,22 @@ def test_the_reproduction_recipe_runs_its_search_with_a_tiny_encoder(tmp_path):
     budget = metrics["budget"]
     flagged = {w.split()[1] for w in budget["warnings"]}
     assert flagged == {r for r in ("student", "control") if budget[r] < 3}
+
+
+@requires_minilm
+def test_variants_sharing_a_control_share_its_trials(tmp_path):
+    """Two variants that differ only in the soft objective share one control: its trials run once, and both
+    variants' controls take the same choice."""
+    mixture = {"type": "mixture", "alpha": 0.8, "hard": {"type": "ce"}, "soft": {"type": "soft-ce"}}
+    recipe = pipeline_recipe(tmp_path, evaluation=HOLDOUT, teachers={"members": [{"seed": 1}]}, student={
+        "seeds": [1], "control": True, "search": {"lr": [1e-4, 3e-4], "seeds": [101]},
+        "variants": [{"name": "a"}, {"name": "b", "objective": {"classification": mixture}}]})
+    result = run_cli("recipe", "run", recipe, "--quiet")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "tiny"
+    counts = {f: len(list((run_dir / f).glob("*/result.json")))
+              for f in ("students-search", "students", "controls-search", "controls")}
+    assert counts == {"students-search": 4, "students": 2, "controls-search": 2, "controls": 1}
+    roles = json.loads((run_dir / "metrics.json").read_text())["search"]["roles"]
+    assert set(roles) == {"student:a", "student:b", "control:a", "control:b"}
+    assert roles["control:a"] == roles["control:b"]
