@@ -74,8 +74,8 @@ def test_validate_notes_the_search_cost_and_a_student_trained_less_than_its_teac
     path = recipe_with(tmp_path, {"epochs": [1, 2], "lr": [1e-4, 3e-4], "seeds": [101, 102]}, seeds=(1, 2, 3),
                        teachers={"members": [{"seed": 1, "training": {"epochs": 3}}, {"seed": 2}]})
     out = " ".join(run_cli("recipe", "validate", path).output.split())
-    assert "note: search: 4 setting(s) × 2 trial seed(s) for student and control = 16 trial job(s), then 6 " \
-           "confirmation job(s)" in out
+    assert "note: search: 4 setting(s) × 2 trial seed(s) for each student and control set-up = 16 trial job(s), " \
+           "then 6 confirmation job(s)" in out
     assert "the student and control train at most 2 epochs, fewer than teacher teacher-0 (3)" in out
     reach = " ".join(run_cli("recipe", "validate", path, "--set", "student.search.epochs=[2, 3]").output.split())
     assert "search: 4 setting(s)" in reach and "fewer than teacher" not in reach

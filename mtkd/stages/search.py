@@ -232,20 +232,26 @@ def training_budget(ctx: RunContext, inputs: dict) -> dict | None:
 
 def recipe_notes(recipe) -> list[str]:
     """What ``recipe validate`` says about the search's cost and the training budget, before anything runs."""
-    from ..recipe import variation_config
+    from ..recipe import content_hash, variation_config
+    from .units import key_config
+    from .variants import student_variants
 
     s = recipe.model.student
     if s is None:
         return []
     notes = []
     roles = ["student"] + (["control"] if s.control else [])
+    variants = student_variants(recipe)
+    # set-ups that train: every variant's student; a control per distinct hard-label set-up (variants share it)
+    setups = len(variants) + (len({content_hash([key_config(v.config), v.init_from_teacher]) for v in variants})
+                              if s.control else 0)
     spec = (recipe.resolved.get("student") or {}).get("search")
-    epochs = variation_config(recipe, "student")["training"]["epochs"]
+    epochs = max(v.config["training"]["epochs"] for v in variants)
     confirm = len(s.seeds or [recipe.seed])
     if spec:
         n, k = len(settings(spec)), len(spec["seeds"])
-        notes.append(f"search: {n} setting(s) × {k} trial seed(s) for {' and '.join(roles)} = {n * k * len(roles)} "
-                     f"trial job(s), then {confirm * len(roles)} confirmation job(s)")
+        notes.append(f"search: {n} setting(s) × {k} trial seed(s) for each {' and '.join(roles)} set-up = "
+                     f"{n * k * setups} trial job(s), then {confirm * setups} confirmation job(s)")
         epochs = max(spec["epochs"]) if "epochs" in spec else epochs
     teachers = {m.name or f"teacher-{i}": variation_config(recipe, i)["training"]["epochs"]
                 for i, m in enumerate(recipe.model.teachers.members if recipe.model.teachers else [])
