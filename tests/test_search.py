@@ -362,3 +362,59 @@ def test_variants_sharing_a_control_share_its_trials(tmp_path):
     roles = json.loads((run_dir / "metrics.json").read_text())["search"]["roles"]
     assert set(roles) == {"student:a", "student:b", "control:a", "control:b"}
     assert roles["control:a"] == roles["control:b"]
+
+
+@requires_minilm
+def test_a_trial_stopped_mid_training_resumes_from_its_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import mtkd_env
+
+    recipe = recipe_with(tmp_path, {"lr": [1e-4], "seeds": [101]}, teachers={"members": [{"seed": 1}]},
+                         tasks=[{"name": "rte", "max_train_examples": 32, "max_eval_examples": 16},
+                                {"name": "sst2", "max_train_examples": 32, "max_eval_examples": 16}],
+                         training={"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "log_every": 1,
+                                   "save_every": 3, "num_threads": 1})
+    assert run_cli("recipe", "run", recipe, "--stage", "teachers", "-q").exit_code == 0
+    trials = tmp_path / "runs" / "tiny" / "controls-search"
+
+    def checkpoint_step() -> int:
+        for state in trials.glob("*/checkpoint/trainer_state.json") if trials.exists() else ():
+            try:
+                return json.loads(state.read_text())["step"]
+            except (OSError, ValueError, KeyError):
+                return -1
+        return -1
+
+    cmd = [sys.executable, "-m", "mtkd", "recipe", "run", str(recipe), "--stage", "control-search", "-q"]
+    proc = subprocess.Popen(cmd, env=mtkd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while checkpoint_step() < 3:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    stopped_at = checkpoint_step()
+    (trial,) = [p for p in trials.iterdir() if p.is_dir()]
+    assert not (trial / "mtkd-stage.json").exists()
+
+    done = run_cli("recipe", "run", recipe, "--stage", "control-search")
+    assert done.exit_code == 0, done.output
+    assert f"resuming control-s101-trial0 from step {stopped_at}" in " ".join(done.output.split())
+    result = json.loads((trial / "result.json").read_text())
+    rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "train/loss" in r]
+    assert stopped_at < result["steps"] and logged == list(range(1, result["steps"] + 1))  # resumed, not restarted
+    assert (trial / "mtkd-stage.json").is_file() and not (trial / "checkpoint").exists()
+    assert not (trial / "best").exists() and not (trial / "final").exists()
