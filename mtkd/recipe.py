@@ -223,6 +223,10 @@ class Evaluation(_Strict):
     serving: bool = True
     serving_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32], min_length=1)
     serving_examples: int = Field(128, gt=0)
+    serving_formats: list[str] = Field(
+        default_factory=lambda: ["eager"], min_length=1,
+        description="the student's formats timed in the report's serving section: `eager` (PyTorch, always "
+                    "measured) and formats plugins register (mtkd_hf: `onnx`, `int8`; the `serve` extra)")
     selection: Literal["dev"] | HoldoutSelection = Field(
         "dev", description="the split that picks checkpoints, aggregator weights and gates: `dev`, or "
                            "{holdout: FRACTION} carved from each task's training data (dev is then only reported)")
@@ -245,12 +249,23 @@ class Evaluation(_Strict):
             raise ValueError(f"the holdout fraction must be between 0 and 1 (exclusive), got {value['holdout']!r}")
         return {"holdout": fraction}
 
+    @field_validator("serving_formats")
+    @classmethod
+    def _distinct_formats(cls, value):
+        twice = sorted({f for f in value if value.count(f) > 1})
+        if twice:
+            raise ValueError(f"each format once; listed twice: {', '.join(twice)}")
+        return value
+
     @model_serializer(mode="wrap")
     def _omit_default_selection(self, handler):
-        """``selection: dev`` (the default) stays out of the resolved recipe, so earlier runs' hashes hold."""
+        """``selection: dev`` and ``serving_formats: [eager]`` (the defaults) stay out of the resolved recipe,
+        so earlier runs' hashes hold."""
         data = handler(self)
         if isinstance(data, dict) and data.get("selection") == "dev":
             data.pop("selection")
+        if isinstance(data, dict) and data.get("serving_formats") == ["eager"]:
+            data.pop("serving_formats")
         return data
 
 
@@ -725,6 +740,9 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
                path="training.sampling")
     for i, tracker in enumerate(model.logging.trackers):
         _component(reg.loggers, tracker, resolved["logging"]["trackers"], i, file=file, path=f"logging.trackers[{i}]")
+    for i, fmt in enumerate(model.evaluation.serving_formats):
+        if fmt != "eager":  # the core's own; the others come from plugins (`register_serving_formats`)
+            _component(reg.serving_formats, {"type": fmt}, {}, i, file=file, path=f"evaluation.serving_formats[{i}]")
 
     if model.teachers is not None:
         t = model.teachers

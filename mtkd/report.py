@@ -122,6 +122,45 @@ def evidence_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _megabytes(size) -> str:
+    return f"{size / 1e6:,.1f}" if isinstance(size, (int, float)) else "–"
+
+
+def serving_lines(serving: dict | None) -> list[str]:
+    """The serving-cost table: the ensemble, the eager student and each other format of the student
+    (``evaluation.serving_formats``): parameters, size on disk, dev score of the timed task, throughput
+    and latency per batch size."""
+    if not serving:
+        return []
+    batches = [k for k in serving["student"] if k.startswith("batch_")]
+    lines = ["", f"## Serving cost ({serving['task']} {serving['split']}, {serving['examples']} examples)", "",
+             f"Dev score: {serving['task']}'s score on its dev split (x100); for a converted format, its change from "
+             "the checkpoint in brackets.", "",
+             "| model | parameters | size MB | dev score | "
+             + " | ".join(f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in batches) + " |",
+             "|---|---|---|---|" + "---|" * len(batches)]
+
+    def score(row) -> str:
+        value = row.get("dev_score")
+        if value is None:
+            return "–"
+        change = (row.get("dev") or {}).get("score_change")
+        return f"{value:.2f}" + (f" ({change:+.2f})" if change is not None else "")
+
+    rows = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"]),
+            ("student (eager)", serving["student"])]
+    rows += [(f"student ({fmt})", row) for fmt, row in (serving.get("formats") or {}).items()]
+    for label, row in rows:
+        if "error" in row:
+            lines.append(f"| {label} | not measured: {row['error']} |" + " |" * (2 + len(batches)))
+            continue
+        cells = [f"{row[k]['examples_per_s']:.1f}, {row[k]['p50_ms']:.1f}, {row[k]['p95_ms']:.1f}" if k in row
+                 else "–" for k in batches]
+        lines.append(f"| {label} | {row['parameters']:,} | {_megabytes(row.get('size_bytes'))} | {score(row)} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     header, rows = report_rows(metrics)
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
@@ -132,18 +171,7 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += evidence_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
-    serving = metrics.get("serving")
-    if serving:
-        lines += ["", f"## Serving cost ({serving['task']} {serving['split']}, {serving['examples']} examples)", "",
-                  "| model | parameters | " + " | ".join(
-                      f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in serving["student"] if k.startswith("batch_"))
-                  + " |", "|---|---|" + "---|" * sum(1 for k in serving["student"] if k.startswith("batch_"))]
-        for who in ("ensemble", "student"):
-            s = serving[who]
-            cells = [f"{v['examples_per_s']:.1f}, {v['p50_ms']:.1f}, {v['p95_ms']:.1f}" for k, v in s.items()
-                     if k.startswith("batch_")]
-            label = f"ensemble ({s['members']} members)" if who == "ensemble" else "student"
-            lines.append(f"| {label} | {s['parameters']:,} | " + " | ".join(cells) + " |")
+    lines += serving_lines(metrics.get("serving"))
     if metrics.get("timings"):
         lines += ["", "## Wall time per stage (the run that evaluated; stages it reused take ~0 s)", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in metrics["timings"].items()]
@@ -175,4 +203,7 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
         bs = max(int(k.split("_")[1]) for k in s if k.startswith("batch_"))
         console.print(f"serving: ensemble {e['parameters']:,} params, student {s['parameters']:,}; "
                       f"batch {bs}: {e[f'batch_{bs}']['examples_per_s']:.1f} vs "
-                      f"{s[f'batch_{bs}']['examples_per_s']:.1f} examples/s", highlight=False)
+                      f"{s[f'batch_{bs}']['examples_per_s']:.1f} examples/s"
+                      + "".join(f"; student {fmt} {row[f'batch_{bs}']['examples_per_s']:.1f}"
+                                for fmt, row in (serving.get("formats") or {}).items() if f"batch_{bs}" in row),
+                      highlight=False)

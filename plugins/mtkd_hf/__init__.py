@@ -46,6 +46,14 @@ def register_heads(register):
 
 
 @mtkd.hookimpl
+def register_serving_formats(register):
+    from .serving import int8_format, onnx_format  # light: onnxruntime is imported when a format is used
+
+    register("onnx", onnx_format)
+    register("int8", int8_format)
+
+
+@mtkd.hookimpl
 def register_commands(cli):
     from .export import export_command
 

@@ -2,8 +2,9 @@
 
 ``OnnxClassifier(folder)`` runs a folder written by ``mtkd export --format onnx`` (fp32 or int8) on
 already tokenised batches. ``measure_formats`` times a list of formats of one checkpoint on the same
-request batches (throughput, p50/p95 latency, size on disk): the benchmark script and the report's
-serving section call it.
+request batches (throughput, p50/p95 latency, size on disk): the benchmark script calls it. The
+serving formats ``onnx`` and ``int8`` (``OnnxFormat``, hook ``register_serving_formats``) give the
+report's serving section its ONNX Runtime rows (``evaluation.serving_formats``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import time
 from pathlib import Path
 
 from mtkd.errors import MtkdError
+from mtkd.extras import MissingExtraError
 
 #: the optional dependencies of the ONNX formats: ``pip install 'mtkd[serve]'``
 SERVE_EXTRA = "serve"
 ONNX_NAME = "model.onnx"
 RECORD_NAME = "mtkd_export.json"
-
-
-class MissingExtraError(MtkdError):
-    """An optional dependency group is not installed."""
 
 
 def require_serve():
@@ -187,3 +185,47 @@ def measure_formats(checkpoint, task: str, formats, dataset, *, batch_sizes=(1, 
             sizes[fmt] = folder_bytes(folder if folder is not None else checkpoint)
         timed = time_requests(systems, batches, rounds=rounds)
     return {fmt: {**timed[fmt], "size_bytes": sizes[fmt], "export": records.get(fmt)} for fmt in formats}
+
+
+# ---------------------------------------------------------------- the report's serving formats
+
+
+class OnnxFormat:
+    """The student exported to ONNX and run with ONNX Runtime (fp32, or int8 with ``quantize``)."""
+
+    def __init__(self, params=None, *, quantize: str | None = None):
+        self.quantize = quantize
+
+    def check(self) -> None:
+        from mtkd.extras import require
+
+        for module in ("onnx", "onnxruntime"):
+            require(module, extra=SERVE_EXTRA, feature=f"the {'int8' if self.quantize else 'onnx'} serving format")
+
+    def prepare(self, model_dir, task: str, workdir, *, dev, threads: int | None = None):
+        """Export (checked as ``mtkd export`` checks: fp32 equal to the checkpoint; int8 scored on ``dev``,
+        its change reported, not refused: the report shows it) and an ONNX Runtime session on it."""
+        from mtkd.components import PreparedFormat
+
+        from .export import DevSet, export_model
+
+        folder = Path(workdir) / ("int8" if self.quantize else "onnx")
+        record = export_model(model_dir, task, folder, format="onnx", quantize=self.quantize,
+                              dev=DevSet(dev.task, dev.split, dev.rows, max_length=dev.max_length,
+                                         cache_dir=dev.cache_dir),
+                              allow_score_drop=True, threads=threads)
+        d = record.get("dev") or {}
+        scores = {"split": d.get("split"), "examples": d.get("examples"), "checkpoint_score": d.get("checkpoint_score"),
+                  "score": d.get("export_score"), "score_change": d.get("score_change"),
+                  "changed_predictions": d.get("changed_predictions"), "max_abs_diff": d.get("max_abs_diff")}
+        return PreparedFormat(run=OnnxClassifier(folder, threads=threads), size_bytes=folder_bytes(folder), dev=scores)
+
+
+def onnx_format(params):
+    """The student in ONNX Runtime, fp32 (the same predictions as the checkpoint)."""
+    return OnnxFormat(params)
+
+
+def int8_format(params):
+    """The student in ONNX Runtime with int8 dynamic quantization of the linear layers (dev-score change shown)."""
+    return OnnxFormat(params, quantize="int8")
