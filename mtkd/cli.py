@@ -478,7 +478,8 @@ def runs_gc(run_dirs, dry_run):
     """Free space in run folders (default: every one under ./runs) without losing anything a run reuses.
 
     Removes the model folder a finished job does not use (final/ when it keeps best/), finished jobs'
-    resumable checkpoints and what stopped runs left (*.staging, *.old, *.tmp).
+    resumable checkpoints, what stopped runs left (*.staging, *.old, *.tmp), and stage units that neither a
+    finished recipe version nor the latest one run uses (e.g. teachers of a version changed before it finished).
     """
     from .stages.gc import run_gc
     from .stages.versions import find_run_dirs
