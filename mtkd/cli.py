@@ -202,11 +202,10 @@ def recipe():
 def recipe_validate(files, overrides, plugins):
     """Check recipes (both passes) and that their data sources, checkpoints and model folders exist;
     every problem found is reported, exit code 2 on the first invalid recipe."""
-    from .recipe import check_sources, load_recipe
+    from .recipe import load_recipe
 
     for f in files:
-        r = load_recipe(f, overrides, extra_plugins=plugins)
-        check_sources(r)
+        r = load_recipe(f, overrides, extra_plugins=plugins, check_files=True)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
         from .extras import MissingExtraError, check_recipe_extras
 
@@ -343,7 +342,7 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
         from .progress import silence_libraries
 
         silence_libraries()
-    r = load_recipe(file, overrides, extra_plugins=plugins)
+    r = load_recipe(file, overrides, extra_plugins=plugins, check_files=True)  # every problem at once
     from .extras import check_recipe_extras
 
     check_recipe_extras(r.resolved, file=r.file)  # DeepSpeed asked for, not installed: name the extra

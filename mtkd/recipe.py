@@ -8,6 +8,7 @@ the plugin registering NAME declared, and fills in its defaults. The result is a
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import hashlib
@@ -546,7 +547,9 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
+def load_recipe(path, overrides=(), *, extra_plugins=(), check_files: bool = False) -> Recipe:
+    """The validated recipe; ``check_files``: also that its data sources, checkpoints and model folders exist
+    (``check_sources``), every problem reported at once."""
     path = Path(path)
     origins: dict = {}
     raw = load_raw(path, origins=origins)
@@ -556,7 +559,7 @@ def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
     recipe = validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins,
-                             plugin_origins=origins)
+                             plugin_origins=origins, check_files=check_files)
     recipe.overrides = tuple(overrides)
     return recipe
 
@@ -585,7 +588,7 @@ def _announce_plugins(specs, file, origins: dict | None, stored: bool = False) -
 
 
 def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plugin_origins=None,
-                    stored: bool = False) -> Recipe:
+                    stored: bool = False, check_files: bool = False) -> Recipe:
     """``stored``: the recipe comes from a run folder (``recipe.json``), not from the user: its ``plugins:``
     are never imported (give them with --plugin) and the result is not ``user_trusted``."""
     raw = copy.deepcopy(raw)
@@ -593,7 +596,7 @@ def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plu
     _announce_plugins(raw.get("plugins"), file, plugin_origins, stored)
     while True:
         try:
-            recipe = _validate_once(raw, file=file, extra_plugins=extra_plugins, stored=stored)
+            recipe = _validate_once(raw, file=file, extra_plugins=extra_plugins, stored=stored, check_files=check_files)
             recipe.user_trusted = not stored
             return recipe
         except RecipeError as exc:
@@ -617,25 +620,38 @@ def _get_at(data, parts):
     return data
 
 
-def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> Recipe:
-    # Pass 1: the recipe's shape.
+def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False, check_files: bool = False) -> Recipe:
+    # Pass 1: the recipe's shape. Its errors are kept, and the rest is checked with the bad values left out
+    # (their defaults), so that one run of `recipe validate` reports every problem it can find.
+    shape_error = None
     try:
         model = RecipeModel.model_validate(raw)
     except ValidationError as exc:
-        raise recipe_error(exc, file=file, model=RecipeModel) from None
+        shape_error = recipe_error(exc, file=file, model=RecipeModel)
+        model = _without_bad_values(raw, exc)
+        if model is None:
+            raise shape_error from None
     # The recipe's `plugins:` are relative to the recipe; --plugin paths to the working directory.
     refused = model.plugins if (stored or recipe_plugins_refused()) else []
     if not refused:
         load_plugins(model.plugins, file=file)
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
-    # Pass 2: every component against the params its plugin registered.
-    token = _COLLECTED.set([])  # bad components are collected, so that all of them are reported at once
+    # Pass 2: every component against the params its plugin registered; then the files the recipe names.
+    token = _COLLECTED.set([])  # every independent problem is collected, so that all are reported at once
     try:
-        try:
-            _second_pass(model, resolved, file)
-        except UnknownComponentError as exc:
-            if refused:
+        bad_tasks: set[int] = set()
+        with _collecting():
+            _second_pass(model, resolved, file, bad_tasks)
+        if check_files:
+            with _collecting():
+                check_sources(Recipe(model, resolved, Path(file) if file else None), skip_tasks=bad_tasks)
+        collected = _COLLECTED.get()
+    finally:
+        _COLLECTED.reset(token)
+    if refused:
+        for exc in collected:
+            if isinstance(exc, UnknownComponentError):
                 exc.message += (f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may "
                                 "provide it)")
                 exc.hint = ("a run folder's recipe never loads code: review the plugin and name it with --plugin, "
@@ -643,17 +659,49 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> R
                             f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or "
                             "--no-recipe-plugins): review their code and run without it, or install the plugin and "
                             "name it with --plugin")
-            raise
+    if shape_error is not None or collected:
+        raise _all_at_once([e for e in (shape_error,) if e is not None] + collected)
+    return Recipe(model, resolved, Path(file) if file else None)
+
+
+def _without_bad_values(raw: dict, exc: ValidationError) -> RecipeModel | None:
+    """The recipe with every value pass 1 refused left out (so its default applies), if that validates;
+    ``None`` when it does not (a required key was bad, or leaving a value out breaks something else)."""
+    trimmed = copy.deepcopy(raw)
+    for err in exc.errors():
+        if err.get("type") == "missing":
+            return None
+        holder, key, node = None, None, trimmed
+        for part in err.get("loc", ()):  # the deepest mapping key that exists (skips pydantic's union tags)
+            if isinstance(node, dict) and part in node:
+                holder, key, node = node, part, node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]  # a list item: the list's own key is what is left out
+            else:
+                break
+        if holder is None:
+            return None
+        holder.pop(key, None)
+    try:
+        return RecipeModel.model_validate(trimmed)
+    except ValidationError:
+        return None
+
+
+@contextlib.contextmanager
+def _collecting():
+    """While a recipe is validated: an error in the block is kept (reported with the others) and the checks
+    go on. A bug-like exception after an error was kept is dropped: it follows from that error."""
+    try:
+        yield
     except MtkdError as exc:
+        collected = _COLLECTED.get()
+        if collected is None:
+            raise
+        collected.append(exc)
+    except Exception:
         if not _COLLECTED.get():
             raise
-        raise _all_at_once([*_COLLECTED.get(), exc]) from None
-    else:
-        if _COLLECTED.get():
-            raise _all_at_once(_COLLECTED.get())
-    finally:
-        _COLLECTED.reset(token)
-    return Recipe(model, resolved, Path(file) if file else None)
 
 
 def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path, context=None):
@@ -662,7 +710,7 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
         spec = Component.model_validate(spec)
     try:
         params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
-    except RecipeError as exc:
+    except MtkdError as exc:  # a bad parameter or an unknown type
         collected = _COLLECTED.get()
         if collected is None:
             raise
@@ -675,11 +723,17 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
 _COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("mtkd_recipe_errors", default=None)
 
 
-def _all_at_once(errors: list[RecipeError]) -> RecipeError:
-    every = [each for e in errors for each in (getattr(e, "errors", None) or [e])]
-    first = errors[0]
-    if len(every) > 1:
-        first.errors = every
+def _all_at_once(errors: list[MtkdError]) -> MtkdError:
+    every, seen = [], set()
+    for each in (each for e in errors for each in (getattr(e, "errors", None) or [e])):
+        if (each.file, each.path, each.message) not in seen:  # two checks may find one problem
+            seen.add((each.file, each.path, each.message))
+            every.append(each)
+    first = every[0]
+    first.errors = every if len(every) > 1 else None
+    for each in every if len(every) > 1 else ():
+        if each.hint and each.hint.endswith("more problem(s) after this one"):
+            each.hint = None  # they are all shown, and pass 2 may have found more
     return first
 
 
@@ -699,19 +753,30 @@ def _check_data_keys(model: RecipeModel, reg, file) -> None:
                                        f"reads ({', '.join(claimed) or 'none registered'})", found=key)
 
 
-def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
+def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None = None) -> None:
+    """Every component and cross-field check; independent checks go on after an error (``_collecting``);
+    ``bad_tasks`` receives the index of every task entry that did not validate."""
     reg = get_registries()
     task_names = [t.name for t in model.tasks]
-    _check_data_keys(model, reg, file)
+    with _collecting():
+        _check_data_keys(model, reg, file)
     seen = set()
     for i, task in enumerate(model.tasks):
         # Case-blind: `rte` and `RTE` would share files on case-insensitive filesystems.
         if task.name.casefold() in seen:
-            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
-                              expected="each task once, names differing in more than case (name a second "
-                                       "copy differently, with `type:`)")
+            with _collecting():
+                raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
+                                  expected="each task once, names differing in more than case (name a second "
+                                           "copy differently, with `type:`)")
         seen.add(task.name.casefold())
-        params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
+        try:
+            params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
+        except MtkdError:
+            if bad_tasks is not None:
+                bad_tasks.add(i)
+            with _collecting():
+                raise
+            continue
         core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}
         core["type"] = task.task_type
         resolved["tasks"][i] = {**core, **params.model_dump(mode="json")}
@@ -727,10 +792,12 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
                                   found=key)
 
     _component(reg.encoders, model.encoder, resolved, "encoder", file=file, path="encoder")
-    check_task_keys(model.heads, "heads", allow_default=True)
+    with _collecting():
+        check_task_keys(model.heads, "heads", allow_default=True)
     if "default" not in model.heads:
-        raise RecipeError("missing the default head", file=file, path="heads.default",
-                          expected="a head spec such as {type: linear}")
+        with _collecting():
+            raise RecipeError("missing the default head", file=file, path="heads.default",
+                              expected="a head spec such as {type: linear}")
     for key, spec in model.heads.items():
         _component(reg.heads, spec, resolved["heads"], key, file=file, path=f"heads.{key}")
     for kind in ("classification", "regression"):
@@ -748,32 +815,40 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
         t = model.teachers
         for j, name in enumerate(t.tasks or []):
             if name not in task_names:
-                check_task_keys({name: None}, f"teachers.tasks[{j}]")
+                with _collecting():
+                    check_task_keys({name: None}, f"teachers.tasks[{j}]")
         facts = {"teacher_members": len(t.members)}
         _component(reg.aggregators, t.aggregation, resolved["teachers"], "aggregation", file=file,
                    path="teachers.aggregation", context=facts)
         _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
                    file=file, path="teachers.regression_aggregation", context=facts)
         for i, member in enumerate(t.members):
-            _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
-                                resolved["teachers"]["members"][i])
-        _check_members(model, resolved, file)
+            with _collecting():
+                _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
+                                    resolved["teachers"]["members"][i])
+        with _collecting():
+            _check_members(model, resolved, file)
     if model.student is not None:
         s = model.student
-        _validate_variation(model, resolved, s, "student", file, check_task_keys, resolved["student"])
+        with _collecting():
+            _validate_variation(model, resolved, s, "student", file, check_task_keys, resolved["student"])
         for j, seed in enumerate(s.seeds or []):
             if seed in (s.seeds or [])[:j]:
-                raise RecipeError(f"student seed {seed} is listed twice", file=file, path=f"student.seeds[{j}]",
-                                  expected="distinct seeds", found=seed,
-                                  hint="a seed listed twice is trained once and counted twice in mean ± std")
+                with _collecting():
+                    raise RecipeError(f"student seed {seed} is listed twice", file=file, path=f"student.seeds[{j}]",
+                                      expected="distinct seeds", found=seed,
+                                      hint="a seed listed twice is trained once and counted twice in mean ± std")
         for kind in ("classification", "regression"):
             _component(reg.losses, getattr(s.objective, kind), resolved["student"]["objective"], kind, file=file,
                        path=f"student.objective.{kind}")
         if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
-            raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
-                              expected="the index of a member in teachers.members", found=s.init_from_teacher)
-    _check_temperature(model, resolved, file)
-    _check_run_inputs(model, resolved, file)
+            with _collecting():
+                raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
+                                  expected="the index of a member in teachers.members", found=s.init_from_teacher)
+    with _collecting():
+        _check_temperature(model, resolved, file)
+    with _collecting():
+        _check_run_inputs(model, resolved, file)
 
 
 def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
@@ -1089,10 +1164,11 @@ def _looks_like_local_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in value)
 
 
-def check_sources(recipe: Recipe) -> None:
+def check_sources(recipe: Recipe, skip_tasks=()) -> None:
     """What ``run`` would refuse after loading: missing data files or folders (through each task's optional
     ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
-    problem found at once (:class:`mtkd.errors.ManyErrors`)."""
+    problem found at once (:class:`mtkd.errors.ManyErrors`). ``skip_tasks``: indices of task entries that did not
+    validate (their own error is reported)."""
     from .components import TaskContext
     from .errors import ManyErrors
 
@@ -1101,6 +1177,8 @@ def check_sources(recipe: Recipe) -> None:
     data = recipe.resolved["data"]
     sources = {k: v for k, v in data.items() if k not in DATA_SETTINGS}
     for i, entry in enumerate(recipe.resolved["tasks"]):
+        if i in skip_tasks:
+            continue
         params = {k: v for k, v in entry.items() if k not in TaskEntry.model_fields}
         ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
                           resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
@@ -1139,5 +1217,13 @@ def check_sources(recipe: Recipe) -> None:
             value = enc.get(key)
             if isinstance(value, str) and _looks_like_local_path(value):
                 must_exist(value, f"{path}.{key}", "model folder")
+    merged: dict = {}  # one missing folder that several tasks read is one problem, naming every task
+    for p in problems:
+        key = (p.file, p.message, p.expected, repr(p.found))
+        if key in merged and p.path and merged[key].path:
+            merged[key].path += f", {p.path}"
+        else:
+            merged.setdefault(key, p)
+    problems = list(merged.values())
     if problems:
         raise problems[0] if len(problems) == 1 else ManyErrors(problems)
