@@ -1164,6 +1164,32 @@ def _looks_like_local_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in value)
 
 
+def _check_max_length(recipe: Recipe, encoders, reg, problems: list) -> None:
+    """``data.max_length`` within every encoder's input limit, where its plugin can tell it before loading
+    (``register(..., max_input_length=fn)``, ``fn(params) -> int | None``)."""
+    max_length = recipe.resolved["data"]["max_length"]
+    base = recipe.resolved["encoder"]
+    tightest = None
+    for path, enc in encoders:
+        full = enc if path == "encoder" or enc.get("type") not in (None, base.get("type")) else deep_merge(base, enc)
+        try:
+            entry = reg.encoders.get(full.get("type"))
+            fn = entry.extra.get("max_input_length")
+            if fn is None:
+                continue
+            limit = fn(reg.encoders.validate_params(full["type"], {k: v for k, v in full.items() if k != "type"}))
+        except MtkdError:
+            continue  # a bad encoder spec: its own error is reported
+        if limit is not None and max_length > limit and (tightest is None or limit < tightest[0]):
+            tightest = (limit, path)
+    if tightest is not None:
+        limit, path = tightest
+        problems.append(RecipeError(f"data.max_length is longer than the encoder takes ({limit} tokens)",
+                                    file=recipe.file, path="data.max_length", expected=f"at most {limit}",
+                                    found=max_length, hint=f"the tokenizer of {path} takes at most {limit} tokens: "
+                                                           "longer inputs would index past its position embeddings"))
+
+
 def check_sources(recipe: Recipe, skip_tasks=()) -> None:
     """What ``run`` would refuse after loading: missing data files or folders (through each task's optional
     ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
@@ -1217,6 +1243,7 @@ def check_sources(recipe: Recipe, skip_tasks=()) -> None:
             value = enc.get(key)
             if isinstance(value, str) and _looks_like_local_path(value):
                 must_exist(value, f"{path}.{key}", "model folder")
+    _check_max_length(recipe, encoders, reg, problems)
     merged: dict = {}  # one missing folder that several tasks read is one problem, naming every task
     for p in problems:
         key = (p.file, p.message, p.expected, repr(p.found))

@@ -295,6 +295,8 @@ CASES = [
     Case("serving-examples-zero", validate("evaluation.serving_examples=0"), ("evaluation.serving_examples", GT0)),
     Case("max-length-zero", validate("data.max_length=0"), ("data.max_length", "greater than 8")),
     Case("max-length-beyond-the-encoder", run("--set", "data.max_length=4096"), ("data.max_length", "at most 512")),
+    Case("max-length-beyond-the-encoder-at-validation", validate("data.max_length=4096"),
+         ("data.max_length", "at most 512", "4096")),
     Case("max-train-examples-zero", validate("tasks[0].max_train_examples=0"),
          ("tasks[0].max_train_examples", GT0)),
     Case("nproc-zero", validate("scaling.nproc=0"), ("scaling.nproc", GT0)),

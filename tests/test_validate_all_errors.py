@@ -76,3 +76,29 @@ def test_errors_of_several_kinds_in_pass_two_are_all_collected(tmp_path):
     else:
         raise AssertionError("the recipe validated")
     assert paths == ["tasks[0].colour", "heads.rtee", "student.seeds[1]", "student.objective.classification.type"]
+
+
+def test_the_encoder_input_limit_is_read_without_loading_it(tmp_path):
+    from helpers import MINILM_ID
+    from mtkd_hf.params import HFEncoderParams
+    from mtkd_hf.sources import max_input_length
+
+    assert max_input_length(HFEncoderParams(model=MINILM_ID)) == 512  # the offline mirror's tokenizer_config.json
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert max_input_length(HFEncoderParams(model=str(folder))) is None  # no tokenizer_config.json: unknown
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 1000000000000000019884624838656}')
+    assert max_input_length(HFEncoderParams(model=str(folder))) is None  # transformers' "no limit"
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 128}')
+    assert max_input_length(HFEncoderParams(model=str(folder))) == 128
+    assert max_input_length(HFEncoderParams(model="some-org/not-downloaded-anywhere")) is None
+
+
+def test_max_length_beyond_the_tokenizer_is_refused_at_validation(tmp_path):
+    path = pipeline_recipe(tmp_path)
+    ok = run_cli("recipe", "validate", path, "--set", "data.max_length=512")
+    assert ok.exit_code == 0, ok.output
+    result = run_cli("recipe", "validate", path, "--set", "data.max_length=513")
+    assert result.exit_code == 2
+    assert "data.max_length" in result.output and "at most 512" in result.output and "found: 513" in result.output

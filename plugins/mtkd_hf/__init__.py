@@ -36,7 +36,9 @@ def san_head(params: SANHeadParams, hidden_size: int, num_outputs: int):
 
 @mtkd.hookimpl
 def register_encoders(register):
-    register("hf", hf_encoder, params=HFEncoderParams)
+    from .sources import max_input_length  # light: reads the tokenizer's JSON, imports no torch
+
+    register("hf", hf_encoder, params=HFEncoderParams, max_input_length=max_input_length)
 
 
 @mtkd.hookimpl
