@@ -29,16 +29,29 @@ class MtkdGroup(click.Group):
         except MtkdError as exc:
             if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
                 raise
-            render_error(exc)
+            from .launch import record_worker_error
+
+            if not record_worker_error(rendered_error(exc)):  # a worker of --nproc: the launcher shows it once
+                render_error(exc)
             sys.exit(exc.exit_code)
 
 
-def render_error(exc: MtkdError) -> None:
+def render_error(exc: MtkdError, target: Console | None = None) -> None:
     for each in getattr(exc, "errors", None) or [exc]:
-        _render_one(each)
+        _render_one(each, target or console)
 
 
-def _render_one(exc: MtkdError) -> None:
+def rendered_error(exc: MtkdError) -> str:
+    """The error as ``render_error`` prints it (colours only where stderr is a terminal), as text."""
+    import io
+
+    buffer = io.StringIO()
+    render_error(exc, Console(file=buffer, force_terminal=console.is_terminal, color_system=console.color_system,
+                              width=console.width))
+    return buffer.getvalue()
+
+
+def _render_one(exc: MtkdError, console: Console = console) -> None:
     # Escaped (a path such as ``heads[default]`` is not rich markup) and never wrapped, so a long file
     # path or key path stays on one line and can be copied.
     where = exc.file or ""

@@ -43,6 +43,24 @@ def check_hardware(scaling: dict, training: dict, *, file=None, training_path: s
                           expected="ddp (or auto) on CPU, or deepspeed (ZeRO has a CPU backend)")
 
 
+def unwrap(accelerator, model):
+    """The model inside the Accelerator's wrappers. ``Accelerator.unwrap_model`` imports DeepSpeed whenever it is
+    installed (1.3 s, and a "Setting accelerator to CPU" warning in every run): only a DeepSpeed job asks it;
+    otherwise the wrappers are DDP's and DataParallel's (mtkd compiles the encoder in place, not the model)."""
+    if accelerator.distributed_type.value == "DEEPSPEED":
+        return accelerator.unwrap_model(model)
+    wrappers: tuple = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrappers += (FullyShardedDataParallel,)
+    except ImportError:  # a torch built without distributed support
+        pass
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
 #: CPU flags (Linux /proc/cpuinfo) of native bf16 matmuls: x86 AVX-512 BF16 and AMX, Arm's BF16 extension
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
