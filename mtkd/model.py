@@ -187,11 +187,35 @@ def _tensors_to_save(model: nn.Module, state_dict: dict | None) -> dict[str, tor
     return out
 
 
-def save_model(model: MultiTaskModel, directory, *, state_dict: dict | None = None) -> Path:
+#: ``training.save_dtype`` names -> the dtype kept model folders store floating-point weights in.
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _cast_for_saving(tensors: dict[str, torch.Tensor], dtype: str, directory: Path) -> dict[str, torch.Tensor]:
+    """Floating-point tensors in ``dtype`` (integer buffers untouched). A value the dtype cannot hold
+    (fp16 overflows above 65504) is an error, never an infinity written to disk."""
+    target = SAVE_DTYPES[dtype]
+    out = {}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.dtype != target:
+            cast = tensor.to(target)
+            if not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"a weight does not fit in {dtype}", file=directory, path=name,
+                                      expected=f"values within {dtype}'s range",
+                                      found=f"max |w| = {tensor.abs().max().item():.4g}",
+                                      hint="set training.save_dtype: fp32 (or bf16, which has fp32's range)")
+            tensor = cast
+        out[name] = tensor
+    return out
+
+
+def save_model(model: MultiTaskModel, directory, *, state_dict: dict | None = None, dtype: str = "fp32") -> Path:
     """Write the checkpoint folder (weights, spec, encoder config) atomically; return its path.
 
     ``state_dict`` replaces ``model.state_dict()`` when the weights were gathered elsewhere
     (FSDP / DeepSpeed full state dicts); ``model`` still supplies the spec and the encoder config.
+    ``dtype`` (``training.save_dtype``) is what the floating-point weights are stored in; loading
+    always builds the model in fp32 and casts them back, so a stored folder is exactly what it scores.
     """
     from safetensors.torch import save_file
 
@@ -203,10 +227,10 @@ def save_model(model: MultiTaskModel, directory, *, state_dict: dict | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
     try:
-        save_file(_tensors_to_save(model, state_dict), str(tmp / WEIGHTS_NAME),
-                  metadata={"format": "pt", "mtkd_format": str(FORMAT_VERSION)})
+        tensors = _cast_for_saving(_tensors_to_save(model, state_dict), dtype, directory)
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "mtkd_format": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, "mtkd_version": __version__, "spec": model.spec,
-                "task_info": model.task_info}
+                "task_info": model.task_info, "weights_dtype": dtype}
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
         model.encoder.save_config(tmp / ENCODER_DIR)
         _replace_dir(tmp, directory)

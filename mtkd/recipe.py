@@ -105,7 +105,7 @@ class Data(BaseModel):
 
 
 #: Training keys that joined after the first release; see Training._omit_unset_later_keys.
-LATER_TRAINING_KEYS = ("best_tasks", "keep", "on_nonfinite", "compile")
+LATER_TRAINING_KEYS = ("best_tasks", "keep", "on_nonfinite", "compile", "save_dtype")
 
 
 class Training(_Strict):
@@ -131,6 +131,10 @@ class Training(_Strict):
     keep: Literal["best", "final", "both"] | None = Field(
         None, description="model folders a finished job keeps: `best` (default; `final` when nothing was "
                           "evaluated or best_metric is `final`), `final`, or `both`")
+    save_dtype: Literal["fp32", "fp16", "bf16"] | None = Field(
+        None, description="dtype of the kept model folders' weights: `fp32` (default) or `fp16`/`bf16` (half the "
+                          "disk; the evaluate stage scores the stored weights, so reported figures are those of "
+                          "the saved model). Resumable checkpoints stay fp32")
     on_nonfinite: Literal["stop", "skip"] | None = Field(
         None, description="a NaN or infinite loss: `stop` the job with an error (default) or `skip` the step "
                           "(counted in result.json)")

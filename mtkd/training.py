@@ -260,6 +260,7 @@ class Trainer:
     def __init__(self, job: Job, *, scaling: dict, loggers=(), group=None, progress=None):
         self.job, self.t = job, job.training
         self.keep = self.t.get("keep") or "best"
+        self.save_dtype = self.t.get("save_dtype") or "fp32"
         self.on_nonfinite = self.t.get("on_nonfinite") or "stop"
         self.ckpt = job.out_dir / "checkpoint"
         self.state = TrainState()
@@ -478,7 +479,7 @@ class Trainer:
     def save_model(self, name: str) -> None:
         full = full_state_dict(self.accelerator, self.model)  # a collective: every rank
         if self.main:
-            save_model(self.unwrapped, self.job.out_dir / name, state_dict=full)
+            save_model(self.unwrapped, self.job.out_dir / name, state_dict=full, dtype=self.save_dtype)
         self.accelerator.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
@@ -520,7 +521,7 @@ class Trainer:
                                    hint="lower training.lr")
         kept = "best" if state.best is not None and self.keep != "final" else "final"
         if self.main and (kept == "final" or self.keep == "both"):
-            save_model(self.unwrapped, out / "final", state_dict=full)
+            save_model(self.unwrapped, out / "final", state_dict=full, dtype=self.save_dtype)
         checksums = _rank_checksums(acc, self.unwrapped)
         if self.main:
             last = state.history[-1]["metrics"] if state.history else None

@@ -100,6 +100,40 @@ def test_save_load_round_trip_is_bitwise(registries, tmp_path):
     assert all(torch.equal(expected[t], got[t]) for t in expected)
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_storage_halves_the_file_and_loads_back_in_fp32(registries, tmp_path, dtype):
+    from mtkd.model import SAVE_DTYPES
+
+    model = tiny_model(heads=SAN_FOR_NLI, seed=2)
+    full = save_model(model, tmp_path / "fp32")
+    half = save_model(model, tmp_path / dtype, dtype=dtype)
+    assert json.loads((half / META_NAME).read_text())["weights_dtype"] == dtype
+    ratio = (half / WEIGHTS_NAME).stat().st_size / (full / WEIGHTS_NAME).stat().st_size
+    assert 0.45 < ratio < 0.6
+    loaded = load_model(half)
+    before, after = model.state_dict(), loaded.state_dict()
+    for name, tensor in before.items():
+        assert after[name].dtype == tensor.dtype  # built in fp32 again
+        if tensor.is_floating_point():  # exactly the rounded weights, nothing else changed
+            assert torch.equal(after[name], tensor.to(SAVE_DTYPES[dtype]).to(tensor.dtype)), name
+        else:
+            assert torch.equal(after[name], tensor), name
+    batch = tiny_batch(model.encoder.tokenizer)
+    expected, got = outputs(model, batch), outputs(loaded, batch)
+    assert all(torch.allclose(expected[t], got[t], atol=5e-2) for t in expected)
+
+
+def test_a_weight_beyond_fp16_range_is_refused_not_saved_as_infinity(registries, tmp_path):
+    model = tiny_model(seed=3)
+    with torch.no_grad():
+        model.heads["sts"].linear.bias.fill_(1e6)
+    with pytest.raises(CheckpointError, match="does not fit in fp16") as err:
+        save_model(model, tmp_path / "ckpt", dtype="fp16")
+    assert "heads.sts.linear.bias" in str(err.value)
+    assert not (tmp_path / "ckpt").exists()
+    assert load_model(save_model(model, tmp_path / "ckpt", dtype="bf16")).heads["sts"].linear.bias.isfinite().all()
+
+
 class TiedHead(torch.nn.Module):
     """A head whose two layers share one weight: the rebuilt model ties them again."""
 

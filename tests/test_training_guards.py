@@ -181,6 +181,18 @@ def test_keep_best_keeps_final_when_nothing_picks_a_best(tmp_path):
     assert json.loads((job / "result.json").read_text())["model"] == "final"
 
 
+def test_save_dtype_stores_the_kept_folders_in_half_precision(tmp_path):
+    from safetensors import safe_open
+
+    recipe = _recipe(tmp_path, training={"keep": "both", "save_dtype": "bf16"})
+    assert _run(recipe).exit_code == 0
+    job = _job_dir(tmp_path)
+    for folder in ("best", "final"):
+        with safe_open(str(job / folder / "model.safetensors"), "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert "BF16" in dtypes and "F32" not in dtypes, (folder, dtypes)
+
+
 def test_model_dir_reads_old_results_with_paths(tmp_path):
     from mtkd.training import model_dir
 
