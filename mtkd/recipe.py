@@ -960,12 +960,14 @@ def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str
         return {k: full[k] for k in override if k in full}
 
     if variation.encoder:
-        target["encoder"] = component(reg.encoders, resolved["encoder"], variation.encoder, f"{path}.encoder")
+        with _collecting():  # the encoder, the heads and the training settings are reported independently
+            target["encoder"] = component(reg.encoders, resolved["encoder"], variation.encoder, f"{path}.encoder")
     if variation.heads:
-        check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
-        target["heads"] = {key: component(reg.heads, resolved["heads"].get(key, resolved["heads"]["default"]), spec,
-                                          f"{path}.heads.{key}")
-                           for key, spec in variation.heads.items()}
+        with _collecting():
+            check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
+            target["heads"] = {key: component(reg.heads, resolved["heads"].get(key, resolved["heads"]["default"]),
+                                              spec, f"{path}.heads.{key}")
+                               for key, spec in variation.heads.items()}
     if variation.training:
         merged = deep_merge(resolved["training"], variation.training)
         try:

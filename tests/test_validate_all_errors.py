@@ -102,3 +102,18 @@ def test_max_length_beyond_the_tokenizer_is_refused_at_validation(tmp_path):
     result = run_cli("recipe", "validate", path, "--set", "data.max_length=513")
     assert result.exit_code == 2
     assert "data.max_length" in result.output and "at most 512" in result.output and "found: 513" in result.output
+
+
+def test_a_members_encoder_and_training_errors_are_both_reported(tmp_path):
+    from mtkd.recipe import load_recipe
+
+    path = pipeline_recipe(tmp_path, teachers={"members": [
+        {"seed": 1, "encoder": {"poling": "cls"}, "training": {"epochs": -1}}, {"seed": 2, "heads": {"nope": {"type": "linear"}}}]})
+    try:
+        load_recipe(path)
+    except MtkdError as exc:
+        paths = [e.path for e in exc.errors]
+    else:
+        raise AssertionError("the recipe validated")
+    assert paths == ["teachers.members[0].encoder.poling", "teachers.members[0].training.epochs",
+                     "teachers.members[1].heads.nope"]
