@@ -205,13 +205,16 @@ class ServingFormat(Protocol):
 
     ``check()`` raises :class:`mtkd.extras.MissingExtraError` when an optional dependency is missing
     (called while the recipe is checked, before anything runs). ``prepare`` converts the model folder's
-    ``task`` into ``workdir`` (a temporary folder) and scores it on ``dev``; an input it cannot convert
-    (an unsupported head, say) is an :class:`mtkd.errors.MtkdError`, shown in the report's row.
+    ``task`` into ``workdir`` (a temporary folder) and scores it on ``dev``; ``requests`` is the dataset the
+    timed batches come from (a batch's ``positions`` index it: for a format that tokenises the raw texts
+    itself). An input it cannot convert (an unsupported head, say) is an :class:`mtkd.errors.MtkdError`,
+    shown in the report's row.
     """
 
     def check(self) -> None: ...
 
-    def prepare(self, model_dir, task: str, workdir, *, dev: DevData, threads: int | None = None) -> PreparedFormat: ...
+    def prepare(self, model_dir, task: str, workdir, *, dev: DevData, requests=None,
+                threads: int | None = None) -> PreparedFormat: ...
 
 
 @dataclass

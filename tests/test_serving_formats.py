@@ -21,12 +21,12 @@ def recipe_with(tmp_path, formats, **changes):
 
 
 def test_report_has_a_row_per_format(tmp_path):
-    result = run_cli("recipe", "run", recipe_with(tmp_path, ["eager", "onnx", "int8"]), "--quiet")
+    result = run_cli("recipe", "run", recipe_with(tmp_path, ["eager", "onnx", "int8", "hf-pipeline"]), "--quiet")
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "tiny"
     serving = json.loads((run_dir / "metrics.json").read_text())["serving"]
-    assert set(serving["formats"]) == {"onnx", "int8"}
-    for who in ("ensemble", "student", "onnx", "int8"):
+    assert set(serving["formats"]) == {"onnx", "int8", "hf-pipeline"}
+    for who in ("ensemble", "student", "onnx", "int8", "hf-pipeline"):
         row = serving["formats"].get(who) or serving[who]
         assert set(row) >= {"parameters", "size_bytes", "batch_1", "batch_4"}, who
         for bs in ("batch_1", "batch_4"):
@@ -40,6 +40,8 @@ def test_report_has_a_row_per_format(tmp_path):
     assert 0 < int8["size_bytes"] < onnx["size_bytes"]  # int8 weights are a quarter of fp32's
     report = (run_dir / "report.md").read_text()
     assert "| student (onnx) |" in report and "| student (int8) |" in report and "size MB" in report
+    assert "dev_score" not in serving["formats"]["hf-pipeline"]  # the checkpoint's weights: no score of its own
+    assert "| student (hf-pipeline) | " in report
 
 
 def test_default_formats_keep_the_recipe_hash(tmp_path):

@@ -217,7 +217,7 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
             out[who]["dev_score"] = scores[who]
     formats = [f for f in ev.serving_formats if f != "eager"]
     if formats:
-        out["formats"] = _measure_formats(ctx, formats, student_dir, name, head, split, tb, batches_for, timed,
+        out["formats"] = _measure_formats(ctx, formats, student_dir, name, head, split, tb, ds, batches_for, timed,
                                           out["student"]["parameters"])
     return out
 
@@ -227,7 +227,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _measure_formats(ctx: RunContext, formats: list[str], student_dir: Path, name: str, head: str, split: str, tb,
-                     batches_for, timed, parameters: int) -> dict:
+                     requests, batches_for, timed, parameters: int) -> dict:
     """The student in each plugin-provided serving format: converted into a temporary folder (scored on the
     full dev split), then timed on the same requests as the eager rows. A model a format cannot convert
     (an unsupported head, say) gets a row with the reason instead of failing the run."""
@@ -249,7 +249,7 @@ def _measure_formats(ctx: RunContext, formats: list[str], student_dir: Path, nam
     with tempfile.TemporaryDirectory(prefix="mtkd-serving-") as tmp:
         for fmt in formats:
             try:
-                prepared = reg.create(fmt).prepare(student_dir, head, Path(tmp) / fmt, dev=dev,
+                prepared = reg.create(fmt).prepare(student_dir, head, Path(tmp) / fmt, dev=dev, requests=requests,
                                                    threads=torch.get_num_threads())
             except MtkdError as exc:
                 out[fmt] = {"error": exc.message}

@@ -49,10 +49,11 @@ def register_heads(register):
 
 @mtkd.hookimpl
 def register_serving_formats(register):
-    from .serving import int8_format, onnx_format  # light: onnxruntime is imported when a format is used
+    from .serving import int8_format, onnx_format, pipeline_format  # light: imports happen when one is used
 
     register("onnx", onnx_format)
     register("int8", int8_format)
+    register("hf-pipeline", pipeline_format)
 
 
 @mtkd.hookimpl

@@ -202,7 +202,7 @@ class OnnxFormat:
         for module in ("onnx", "onnxruntime"):
             require(module, extra=SERVE_EXTRA, feature=f"the {'int8' if self.quantize else 'onnx'} serving format")
 
-    def prepare(self, model_dir, task: str, workdir, *, dev, threads: int | None = None):
+    def prepare(self, model_dir, task: str, workdir, *, dev, requests=None, threads: int | None = None):
         """Export (checked as ``mtkd export`` checks: fp32 equal to the checkpoint; int8 scored on ``dev``,
         its change reported, not refused: the report shows it) and an ONNX Runtime session on it."""
         from mtkd.components import PreparedFormat
@@ -219,6 +219,46 @@ class OnnxFormat:
                   "score": d.get("export_score"), "score_change": d.get("score_change"),
                   "changed_predictions": d.get("changed_predictions"), "max_abs_diff": d.get("max_abs_diff")}
         return PreparedFormat(run=OnnxClassifier(folder, threads=threads), size_bytes=folder_bytes(folder), dev=scores)
+
+
+class PipelineFormat:
+    """``transformers.pipeline("text-classification")`` on the student exported as a Hugging Face folder, fed the
+    raw texts (it tokenises inside each request): the baseline a user would otherwise deploy. Its weights are
+    the checkpoint's (the export is checked within 1e-5), so it has no dev score of its own."""
+
+    def __init__(self, params=None):
+        pass
+
+    def check(self) -> None:
+        pass  # transformers is one of mtkd's own dependencies
+
+    def prepare(self, model_dir, task: str, workdir, *, dev, requests=None, threads: int | None = None):
+        import torch
+        from transformers import pipeline
+
+        from mtkd.components import PreparedFormat
+
+        from .export import export_model
+
+        if requests is None:
+            raise MtkdError("the hf-pipeline format needs the raw texts of the timed requests")
+        folder = Path(workdir) / "hf"
+        export_model(model_dir, task, folder, format="hf", threads=threads)
+        pipe = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=-1)
+        first = list(requests["text_a"])
+        second = list(requests["text_b"]) if "text_b" in requests.column_names else None
+
+        def run(batch):
+            rows = batch["positions"].tolist()
+            texts = [{"text": first[i], "text_pair": second[i]} if second else first[i] for i in rows]
+            with torch.inference_mode():
+                return pipe(texts, batch_size=len(texts), top_k=None, truncation=True, max_length=dev.max_length)
+        return PreparedFormat(run=run, size_bytes=folder_bytes(folder), dev=None)
+
+
+def pipeline_format(params):
+    """The Hugging Face pipeline() on the student's exported folder, tokenising raw texts: the usual baseline."""
+    return PipelineFormat(params)
 
 
 def onnx_format(params):
