@@ -20,19 +20,20 @@ SEED = 42
 LR = 2e-4
 
 
-def student_dir(*, task: str = "sst2", steps: int, layers: int | None, batch_size: int = 32, lr: float = LR) -> Path:
-    tag = f"{task}-{layers or 6}l-{steps}x{batch_size}-lr{lr:g}"
+def student_dir(*, task: str = "sst2", steps: int, layers: int | None, batch_size: int = 32, lr: float = LR,
+                precision: str = "fp32") -> Path:
+    tag = f"{task}-{layers or 6}l-{steps}x{batch_size}-lr{lr:g}" + ("" if precision == "fp32" else f"-{precision}")
     return common.OUT_DIR / "students" / tag
 
 
 def train_student(*, task: str = "sst2", steps: int, layers: int | None, batch_size: int = 32,
-                  threads: int = 2, precision: str = "bf16", lr: float = LR) -> Path:
+                  threads: int = 2, precision: str = "fp32", lr: float = LR) -> Path:
     """The job folder's best checkpoint (trained now unless a finished run with these settings is cached)."""
     from mtkd.plugins import get_registries
     from mtkd.recipe import Training
     from mtkd.training import Job, TaskData, train
 
-    out = student_dir(task=task, steps=steps, layers=layers, batch_size=batch_size, lr=lr)
+    out = student_dir(task=task, steps=steps, layers=layers, batch_size=batch_size, lr=lr, precision=precision)
     result = out / "result.json"
     if not result.exists():
         common.setup_torch(threads)
@@ -65,7 +66,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=LR)
     args = p.parse_args()
     path = train_student(task=args.task, steps=args.steps, layers=args.layers, threads=args.threads,
-                         precision=args.precision if args.precision != "fp32" else "bf16", lr=args.lr)
+                         precision=args.precision, lr=args.lr)
     res = json.loads((path.parent / "result.json").read_text())
     print(f"{path}: dev {res['metrics']}")
 

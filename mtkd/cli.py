@@ -380,7 +380,8 @@ def model_options(f):
     f = click.option("--seed", type=int, default=None,
                      help="Which student/control seed (default: the recipe's first).")(f)
     f = click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
-                     help="student, control, ensemble or teacher:NAME, of this recipe version.")(f)
+                     help="student, control, ensemble or teacher:NAME of this recipe version; student:VARIANT or "
+                          "control:VARIANT with student.variants (plain student/control: the first variant).")(f)
     return click.option("--output", type=click.Path(),
                         help="The recipe's run folder (default: <output_dir>/<recipe name>).")(f)
 
@@ -515,8 +516,8 @@ def runs_gc(run_dirs, dry_run):
 
 @runs.command("compare")
 @click.argument("versions", nargs=-1, required=True)
-@click.option("--model", "role", default="student", show_default=True,
-              type=click.Choice(["student", "control", "ensemble", "teachers"]))
+@click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
+              help="student, control, ensemble or teachers; student:VARIANT or control:VARIANT with student.variants.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores and deltas as JSON.")
 def runs_compare(versions, role, as_json):
     """Per-task scores of two or more versions and their deltas to the first.

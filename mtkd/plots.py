@@ -7,8 +7,10 @@ returns ``[]``. ``report.md`` links the files; trackers log them as images.
 - :func:`plot_scores`: per task (and the GLUE-style score) each teacher, the ensemble, the control and
   the student, the last two as the mean over seeds with a ±1 std error bar and every seed as a dot.
 - :func:`plot_deltas`: student − control and student − ensemble per task with their bootstrap
-  intervals (from ``metrics["comparison"]``, see ``mtkd.stats``).
-- :func:`plot_serving_cost`: quality against parameters and against examples/s, one point per model.
+  intervals (from ``metrics["comparison"]``, see ``mtkd.stats``); per student variant, its GLUE-style
+  student − control (``metrics["frontier"]``).
+- :func:`plot_serving_cost`: quality against parameters and against examples/s, one point per model (per
+  student variant: its student and control, and the variants' Pareto frontier as a line).
 - :func:`plot_learning_curves`: training loss and dev score over steps, one line per job.
 """
 
@@ -72,19 +74,24 @@ def score_groups(metrics: dict) -> dict[str, list[tuple[str, str, list[float]]]]
                 bars.append((names[i] if i < len(names) else f"teacher {i}", "teacher", [task_score(t)]))
         if e.get("ensemble"):
             bars.append(("ensemble", "ensemble", [task_score(e["ensemble"])]))
-        for role, key in (("control", "controls"), ("student", "students")):
-            values = _finite(task_score(r) for r in e.get(key, []) if r)
-            if values:
-                bars.append((role, role, values))
+        variants = metrics.get("variants") or {}
+        for name, v in variants.items() or [(None, {"tasks": {task: e}})]:
+            for role, key in (("control", "controls"), ("student", "students")):
+                if role == "control" and v.get("control_of", name) != name:
+                    continue  # a control shared with an earlier variant: drawn once
+                values = _finite(task_score(r) for r in v["tasks"].get(task, {}).get(key, []) if r)
+                if values:
+                    bars.append((role if name is None else f"{role} {name}", role, values))
         if bars:
             out[task] = bars
     s = metrics.get("score", {})
     bars = [(names[i] if i < len(names) else f"teacher {i}", "teacher", [v]) for i, v in enumerate(s.get("teachers", []))]
     if "ensemble" in s:
         bars.append(("ensemble", "ensemble", [s["ensemble"]]))
-    for role in ("control", "student"):
-        if s.get(f"{role}s"):
-            bars.append((role, role, _finite(s[f"{role}s"])))
+    for name, v in (metrics.get("variants") or {}).items() or [(None, {"score": s})]:
+        for role in ("control", "student"):
+            if v["score"].get(f"{role}s") and (role == "student" or v.get("control_of", name) == name):
+                bars.append((role if name is None else f"{role} {name}", role, _finite(v["score"][f"{role}s"])))
     if bars:
         out["GLUE-style"] = bars
     return out
@@ -125,15 +132,24 @@ def plot_scores(metrics: dict, out_dir, name: str = "scores.png") -> list[Path]:
 
 
 def plot_deltas(metrics: dict, out_dir, name: str = "deltas.png") -> list[Path]:
-    """Student − control and student − ensemble per task and overall, with their 95 % intervals."""
+    """Student − control and student − ensemble per task and overall, with their 95 % intervals; with student
+    variants, a panel of each variant's GLUE-style student − control."""
     comp = metrics.get("comparison") or {}
-    blocks = [(k, comp[k]) for k in ("student_vs_control", "student_vs_ensemble") if comp.get(k)]
-    if not blocks:
+    panels = []
+    for key in ("student_vs_control", "student_vs_ensemble"):
+        block = comp.get(key)
+        if block:
+            rows = list(block["tasks"].items()) + ([("GLUE-style", block["score"])] if "score" in block else [])
+            panels.append((f"student − {key.split('_vs_')[1]} (95 % paired bootstrap)", rows))
+    variants = [(r["variant"], r["student_minus_control"]) for r in (metrics.get("frontier") or {}).get("variants", [])
+                if r.get("student_minus_control")]
+    if variants:
+        panels.append(("GLUE-style student − control per variant", variants))
+    if not panels:
         return []
-    fig = _figure(figsize=(4.2 * len(blocks), 0.45 * (len(blocks[0][1]["tasks"]) + 2) + 1))
-    axes = fig.subplots(1, len(blocks), squeeze=False)
-    for ax, (key, block) in zip(axes.flat, blocks):
-        rows = list(block["tasks"].items()) + ([("GLUE-style", block["score"])] if "score" in block else [])
+    fig = _figure(figsize=(4.2 * len(panels), 0.45 * (max(len(rows) for _, rows in panels) + 1) + 1))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (title, rows) in zip(axes.flat, panels):
         for y, (_label, d) in enumerate(rows):
             lo, hi = d["low"], d["high"]
             excludes = (lo > 0 or hi < 0) if not (math.isnan(lo) or math.isnan(hi)) else False
@@ -143,8 +159,7 @@ def plot_deltas(metrics: dict, out_dir, name: str = "deltas.png") -> list[Path]:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.invert_yaxis()
-        other = key.split("_vs_")[1]
-        ax.set_title(f"student − {other} (95 % paired bootstrap)", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("points (x100)")
     fig.tight_layout()
     return [_save(fig, Path(out_dir) / name)]
@@ -168,6 +183,19 @@ def cost_points(metrics: dict) -> list[dict]:
         quality[names[i] if i < len(names) else f"teacher-{i}"] = v
     if "student" in measured and "control" not in measured and score.get("control") is not None:
         measured["control"] = measured["student"]
+    variants = metrics.get("variants") or {}
+    if variants:  # every variant's student and control (the first is the plain student: not drawn twice)
+        measured.pop("student", None)
+        measured.pop("control", None)
+        for name, v in variants.items():
+            if v.get("serving"):
+                for role in ("student", "control"):
+                    if v["score"].get(role) is not None and (role == "student" or v.get("control_of", name) == name):
+                        sharing = [n for n, o in variants.items() if n != name and o.get("control_of") == name]
+                        label = f"{role}:{name}" + (f" (= {', '.join(sharing)})" if role == "control" and sharing
+                                                    else "")
+                        measured[label] = v["serving"]
+                        quality[label] = v["score"][role]
     points = []
     for who, cost in measured.items():
         q = quality.get(who)
@@ -181,7 +209,8 @@ def cost_points(metrics: dict) -> list[dict]:
 
 
 def _role(name: str) -> str:
-    return name if name in ROLE_COLOURS else "teacher"
+    role = name.split(":")[0]  # student:VARIANT, control:VARIANT
+    return role if role in ROLE_COLOURS else "teacher"
 
 
 def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png") -> list[Path]:
@@ -193,12 +222,22 @@ def plot_serving_cost(metrics: dict, out_dir, name: str = "quality_vs_cost.png")
     left, right = fig.subplots(1, 2)
     for p in points:
         colour = ROLE_COLOURS[_role(p["name"])]
-        left.scatter(p["parameters"], p["score"], color=colour, s=30)
+        marker = "x" if _role(p["name"]) == "control" else "o"  # a control sits at its student's cost
+        left.scatter(p["parameters"], p["score"], color=colour, s=30, marker=marker)
         left.annotate(p["name"], (p["parameters"], p["score"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p["examples_per_s"]:
-            right.scatter(p["examples_per_s"], p["score"], color=colour, s=30)
+            right.scatter(p["examples_per_s"], p["score"], color=colour, s=30, marker=marker)
             right.annotate(p["name"], (p["examples_per_s"], p["score"]), fontsize=7, xytext=(4, 3),
                            textcoords="offset points")
+    frontier = metrics.get("frontier") or {}
+    on = [p for p in points if p["name"] in {f"student:{r['variant']}" for r in frontier.get("variants", [])
+                                               if r["pareto"]}]
+    if len(on) > 1:  # the variants' quality/speed frontier, in the panel of the cost it was chosen on
+        ax, key = (right, "examples_per_s") if frontier["axis"] == "examples_per_s" else (left, "parameters")
+        on = sorted(on, key=lambda p: p[key])
+        ax.plot([p[key] for p in on], [p["score"] for p in on], color=ROLE_COLOURS["student"], lw=1, ls="--",
+                label="Pareto frontier (student variants)")
+        ax.legend(fontsize=7, loc="lower left")
     left.set_xscale("log")
     left.set_xlabel("parameters (all members for the ensemble)")
     left.set_ylabel("GLUE-style dev score")

@@ -180,6 +180,20 @@ class Teachers(_Strict):
     min_dev_score: float | None = Field(None, description="refuse to distil from a teacher below this dev score")
 
 
+class StudentVariant(_Strict):
+    """One student set-up of a compression sweep: overrides of the base ``student:`` section."""
+
+    name: SafeName = Field(description="addresses it: `--model student:NAME`, the report's frontier")
+    encoder: dict | None = None
+    init_from_teacher: int | None = Field(None, ge=0, description="copy the encoder of this teacher member "
+                                                                  "(null: start from the encoder's own weights)")
+    heads: dict[str, dict] | None = None
+    training: dict | None = None
+    objective: dict[str, dict] | None = Field(None, description="{classification: ..., regression: ...} over the "
+                                                                "student's objective (a part with another type "
+                                                                "replaces it)")
+
+
 class Student(_Strict):
     encoder: dict | None = None
     init_from_teacher: int | None = Field(None, ge=0, description="copy the encoder of this teacher member")
@@ -189,6 +203,17 @@ class Student(_Strict):
     seeds: list[Seed] | None = Field(None, min_length=1, description="one student (and control) per seed")
     control: bool = Field(False, description="also train the same set-up on hard labels only")
     soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
+    variants: list[StudentVariant] | None = Field(
+        None, min_length=1, description="a compression sweep: several student set-ups (each over the base "
+                                        "section), each trained for every seed with its own control")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_variants(self, handler):
+        """No ``variants``: the resolved recipe (and every hash) is the one of a recipe written before them."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("variants") is None:
+            data.pop("variants", None)
+        return data
 
 
 class Logging(_Strict):
@@ -235,6 +260,10 @@ class Evaluation(_Strict):
     selection: Literal["dev"] | HoldoutSelection = Field(
         "dev", description="the split that picks checkpoints, aggregator weights and gates: `dev`, or "
                            "{holdout: FRACTION} carved from each task's training data (dev is then only reported)")
+    score_tasks: list[str] | None = Field(None, min_length=1, description="the tasks the headline GLUE-style "
+                                                                          "score averages (default: all)")
+    exclude_from_score: list[str] | None = Field(None, min_length=1, description="tasks reported but left out of "
+                                                                                 "the headline score, e.g. [wnli]")
 
     @field_validator("selection", mode="before")
     @classmethod
@@ -271,6 +300,9 @@ class Evaluation(_Strict):
             data.pop("selection")
         if isinstance(data, dict) and data.get("serving_formats") == ["eager"]:
             data.pop("serving_formats")
+        for key in ("score_tasks", "exclude_from_score"):  # unset: earlier runs' evaluation keys hold
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -527,6 +559,14 @@ class Recipe:
 
     def section_hash(self, *keys: str, extra: Any = None) -> str:
         return content_hash({"sections": {k: self.resolved.get(k) for k in keys}, "extra": extra})
+
+    def score_tasks(self) -> list[str]:
+        """The tasks the headline GLUE-style score averages (``evaluation.score_tasks`` / ``exclude_from_score``)."""
+        names = [t.name for t in self.model.tasks]
+        ev = self.model.evaluation
+        if ev.score_tasks:
+            return [n for n in names if n in ev.score_tasks]
+        return [n for n in names if n not in (ev.exclude_from_score or ())]
 
     def distilled_tasks(self) -> list[str]:
         names = [t.name for t in self.model.tasks]
@@ -849,10 +889,89 @@ def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None
             with _collecting():
                 raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
                                   expected="the index of a member in teachers.members", found=s.init_from_teacher)
+        if s.variants:
+            with _collecting():
+                _check_variants(model, resolved, file, check_task_keys)
+    with _collecting():
+        _check_score_tasks(model, file)
     with _collecting():
         _check_temperature(model, resolved, file)
     with _collecting():
         _check_run_inputs(model, resolved, file)
+
+
+def _over(base: dict | None, override: dict | None) -> dict | None:
+    """A variant's component override on top of the student's: merged, or the variant's alone when it names
+    another ``type``."""
+    if not override:
+        return base
+    if not base or override.get("type") not in (None, base.get("type")):
+        return override
+    return deep_merge(base, override)
+
+
+def _check_variants(model: RecipeModel, resolved: dict, file, check_task_keys) -> None:
+    """``student.variants``: safe, distinct names; each variant over the student section validated like the
+    student, its resolved entry holding the combined overrides and its whole objective."""
+    from types import SimpleNamespace
+
+    reg = get_registries()
+    s = model.student
+    names: dict = {}
+    entries = []
+    for i, v in enumerate(s.variants):
+        where = f"student.variants[{i}]"
+        key = v.name.casefold()  # names become labels and job names: `L3` and `l3` would be confused
+        if key in names:
+            raise RecipeError(f"two student variants are named {v.name!r}", file=file, path=f"{where}.name",
+                              expected=f"a name other than variants[{names[key]}]'s, also ignoring case",
+                              found=v.name)
+        names[key] = i
+        entry: dict = {"name": v.name}
+        heads = dict(s.heads or {})
+        for k, spec in (v.heads or {}).items():
+            heads[k] = _over(heads.get(k), spec)
+        combined = SimpleNamespace(encoder=_over(s.encoder, v.encoder), heads=heads or None,
+                                   training=deep_merge(s.training or {}, v.training or {}) or None)
+        _validate_variation(model, resolved, combined, where, file, check_task_keys, entry)
+        init = v.init_from_teacher if "init_from_teacher" in v.model_fields_set else s.init_from_teacher
+        if init is not None and (model.teachers is None or init >= len(model.teachers.members)):
+            raise RecipeError("init_from_teacher names no teacher", file=file, path=f"{where}.init_from_teacher",
+                              expected="the index of a member in teachers.members", found=init)
+        entry["init_from_teacher"] = init
+        objective = copy.deepcopy(resolved["student"]["objective"])
+        for kind, spec in (v.objective or {}).items():
+            if kind not in Objectives.model_fields:
+                raise RecipeError(f"unknown objective kind {kind!r}", file=file, path=f"{where}.objective.{kind}",
+                                  expected=f"one of {', '.join(Objectives.model_fields)}", found=kind)
+            if not isinstance(spec, dict):
+                raise RecipeError("an objective must be a mapping with `type:`", file=file,
+                                  path=f"{where}.objective.{kind}", found=spec)
+            _component(reg.losses, _over(objective[kind], spec), objective, kind, file=file,
+                       path=f"{where}.objective.{kind}")
+        entry["objective"] = objective
+        entries.append(entry)
+    resolved["student"]["variants"] = entries
+
+
+def _check_score_tasks(model: RecipeModel, file) -> None:
+    """``evaluation.score_tasks`` / ``exclude_from_score`` name tasks of the run and leave one to average."""
+    ev = model.evaluation
+    names = [t.name for t in model.tasks]
+    if ev.score_tasks and ev.exclude_from_score:
+        raise RecipeError("give evaluation.score_tasks or evaluation.exclude_from_score, not both", file=file,
+                          path="evaluation.exclude_from_score", expected="one of the two",
+                          found={"score_tasks": ev.score_tasks, "exclude_from_score": ev.exclude_from_score})
+    for key in ("score_tasks", "exclude_from_score"):
+        for j, task in enumerate(getattr(ev, key) or []):
+            if task not in names:
+                raise RecipeError(f"evaluation.{key} names task {task!r}, which is not in the run", file=file,
+                                  path=f"evaluation.{key}[{j}]",
+                                  expected=f"one of the recipe's tasks: {', '.join(names)}", found=task)
+    if ev.exclude_from_score and not set(names) - set(ev.exclude_from_score):
+        raise RecipeError("evaluation.exclude_from_score leaves no task for the headline score", file=file,
+                          path="evaluation.exclude_from_score", expected="at most all but one of the tasks",
+                          found=ev.exclude_from_score)
 
 
 def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
@@ -874,6 +993,9 @@ def _check_run_inputs(model: RecipeModel, resolved: dict, file) -> None:
             _check_soft_targets(_resolve(s.soft_targets, file), file)
         if s.training:
             trainings.append(("student.training", deep_merge(resolved["training"], s.training)))
+        for i, v in enumerate(resolved["student"].get("variants") or []):
+            if v.get("training"):
+                trainings.append((f"student.variants[{i}].training", deep_merge(resolved["training"], v["training"])))
     for where, training in trainings:
         best = training.get("best_metric", "score")
         task = best.partition(".")[0]
@@ -1028,8 +1150,11 @@ def _check_temperature(model: RecipeModel, resolved: dict, file) -> None:
     teacher_t = resolved["teachers"]["aggregation"].get("temperature")
     if teacher_t is None:
         return
-    for where, t in _soft_temperatures(resolved["student"]["objective"]["classification"],
-                                       "student.objective.classification"):
+    found = list(_soft_temperatures(resolved["student"]["objective"]["classification"],
+                                    "student.objective.classification"))
+    for i, v in enumerate(resolved["student"].get("variants") or []):
+        found += _soft_temperatures(v["objective"]["classification"], f"student.variants[{i}].objective.classification")
+    for where, t in found:
         if t != teacher_t:
             raise RecipeError(
                 "the student is compared at another temperature than the teachers are softened at", file=file,
@@ -1046,6 +1171,8 @@ def variation_config(recipe: Recipe, variation) -> dict:
         v = r["student"]
     elif isinstance(variation, int):
         v = r["teachers"]["members"][variation]
+    elif isinstance(variation, dict):  # a resolved entry (a student variant's)
+        v = variation
     else:  # a pydantic Member/Student (its overrides as written)
         v = {"encoder": variation.encoder, "heads": variation.heads, "training": variation.training}
     encoder = deep_merge(r["encoder"], v.get("encoder") or {})
@@ -1244,6 +1371,9 @@ def check_sources(recipe: Recipe, skip_tasks=()) -> None:
                  enumerate(model.teachers.members if model.teachers else []) if m.encoder]
     if model.student is not None and model.student.encoder:
         encoders.append(("student.encoder", model.student.encoder))
+    if model.student is not None:
+        encoders += [(f"student.variants[{i}].encoder", v.encoder) for i, v in enumerate(model.student.variants or [])
+                     if v.encoder]
     for path, enc in encoders:
         for key in ("model", "tokenizer"):
             value = enc.get(key)

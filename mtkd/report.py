@@ -140,24 +140,89 @@ def serving_lines(serving: dict | None) -> list[str]:
              + " | ".join(f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in batches) + " |",
              "|---|---|---|---|" + "---|" * len(batches)]
 
-    def score(row) -> str:
-        value = row.get("dev_score")
+    def score(row, value) -> str:
         if value is None:
             return "–"
         change = (row.get("dev") or {}).get("score_change")
         return f"{value:.2f}" + (f" ({change:+.2f})" if change is not None else "")
 
-    rows = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"]),
-            ("student (eager)", serving["student"])]
-    rows += [(f"student ({fmt})", row) for fmt, row in (serving.get("formats") or {}).items()]
-    for label, row in rows:
+    dev = serving.get("dev_scores") or {}
+    rows = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"], dev.get("ensemble"))]
+    if serving.get("variants"):  # the first variant is the student the formats are made from
+        rows += [(f"student {n} (eager)", r, dev.get("student") if i == 0 else None)
+                 for i, (n, r) in enumerate(serving["variants"].items())]
+    else:
+        rows.append(("student (eager)", serving["student"], dev.get("student")))
+    rows += [(f"student ({fmt})", row, row.get("dev_score")) for fmt, row in (serving.get("formats") or {}).items()]
+    for label, row, value in rows:
         if "error" in row:
             lines.append(f"| {label} | not measured: {row['error']} |" + " |" * (2 + len(batches)))
             continue
         cells = [f"{row[k]['examples_per_s']:.1f}, {row[k]['p50_ms']:.1f}, {row[k]['p95_ms']:.1f}" if k in row
                  else "–" for k in batches]
-        lines.append(f"| {label} | {row['parameters']:,} | {_megabytes(row.get('size_bytes'))} | {score(row)} | "
+        lines.append(f"| {label} | {row['parameters']:,} | {_megabytes(row.get('size_bytes'))} | {score(row, value)} | "
                      + " | ".join(cells) + " |")
+    return lines
+
+
+def headline_note(metrics: dict) -> str:
+    """Which tasks the headline GLUE-style score averages (and which are reported but left out)."""
+    chosen = metrics.get("score_tasks") or list(metrics.get("tasks", {}))
+    left = [t for t in metrics.get("tasks", {}) if t not in chosen]
+    return (f"The GLUE-style score averages {', '.join(chosen)}"
+            + (f"; {', '.join(left)} {'is' if len(left) == 1 else 'are'} reported but not averaged" if left else "")
+            + ".")
+
+
+def _mean_pm(mean, std) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" if not std else f"{mean:.2f} ± {std:.2f}"
+
+
+def frontier_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The frontier table: one row per student variant (``metrics["frontier"]``)."""
+    fr = metrics["frontier"]
+    speed = f"ex/s (batch {fr['batch_size']})" if fr["axis"] == "examples_per_s" else "ex/s"
+    header = ["variant", "params", speed, "student", "control", "student − control", "frontier"]
+    rows = []
+    for r in fr["variants"]:
+        rows.append([r["variant"], f"{r['parameters'] / 1e6:.2f} M",
+                     f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "—",
+                     _mean_pm(r["student"], r["student_std"]), _mean_pm(r["control"], r["control_std"])
+                     + (f" ({r['control_of']}'s)" if r.get("control_of", r["variant"]) != r["variant"] else ""),
+                     _interval(r["student_minus_control"]), "yes" if r["pareto"] else ""])
+    return header, rows
+
+
+def frontier_lines(metrics: dict) -> list[str]:
+    if not metrics.get("frontier"):
+        return []
+    fr = metrics["frontier"]
+    cost = (f"serving examples/s at batch {fr['batch_size']}" if fr["axis"] == "examples_per_s"
+            else "the parameter count (serving was not measured for every variant)")
+    header, rows = frontier_rows(metrics)
+    lines = ["", "## Compression frontier (student variants)", "",
+             "Each variant is trained for every seed with its control (the variant's set-up on hard labels only; "
+             "variants that differ only in the soft objective share it). GLUE-style scores ± std over seeds; "
+             "student − control with its 95 % paired bootstrap interval. `frontier`: no other variant is at least "
+             f"as good and at least as cheap, and better in one (cost: {cost}). The first variant is the "
+             "student of the tables above.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    variants = metrics.get("variants") or {}
+    tasks = sorted({t for v in variants.values() for t in v["tasks"]})
+    if tasks:
+        cols = [(n, k) for n, v in variants.items() for k in ("student", "control") if v["score"].get(k) is not None
+                and (k == "student" or v.get("control_of", n) == n)]  # a shared control once
+        lines += ["", "Per task (mean over seeds):", "", "| task | " + " | ".join(f"{n} {k}" for n, k in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for t in tasks:
+            cells = []
+            for n, k in cols:
+                m = variants[n]["tasks"].get(t, {}).get(k)
+                cells.append(f"{task_score(m):.2f}" if m else "—")
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -166,10 +231,11 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     lines = [f"# mtkd report: {recipe_name}", "", f"Recipe hash `{recipe_hash}`. Scores on the leaderboard's x100 "
              "scale; a task's score is the mean of its metrics. The teachers go by their names, `teachers` is their mean ± std; "
              "`ensemble` aggregates them as the soft targets do; `control` is the student's exact set-up trained on hard "
-             "labels only; `student` is distilled (± over seeds).",
+             "labels only; `student` is distilled (± over seeds). " + headline_note(metrics),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += evidence_lines(metrics)
+    lines += frontier_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
     lines += serving_lines(metrics.get("serving"))
     if metrics.get("timings"):
@@ -183,7 +249,8 @@ def rich_table(metrics: dict, recipe_name: str):
 
     header, rows = report_rows(metrics)
     table = Table(title=f"{recipe_name}: dev scores (x100)",
-                  caption="control = same set-up on hard labels only; student = distilled; ± over members/seeds")
+                  caption="control = same set-up on hard labels only; student = distilled; ± over members/seeds. "
+                          + headline_note(metrics))
     for h in header:
         table.add_column(h, justify="left" if h == "task" else "right")
     for r in rows:
@@ -197,6 +264,18 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
     sentence = (metrics.get("comparison") or {}).get("sentence")
     if sentence:
         console.print(sentence, highlight=False)
+    if metrics.get("frontier"):
+        from rich.table import Table
+
+        header, rows = frontier_rows(metrics)
+        frontier = Table(title="compression frontier: student variants (GLUE-style, x100)",
+                         caption="student − control: 95 % paired bootstrap interval; frontier: on the "
+                                 "quality/speed Pareto frontier")
+        for h in header:
+            frontier.add_column(h, justify="left" if h == "variant" else "right")
+        for r in rows:
+            frontier.add_row(*r)
+        console.print(frontier)
     serving = metrics.get("serving")
     if serving:
         e, s = serving["ensemble"], serving["student"]

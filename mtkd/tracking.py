@@ -212,9 +212,10 @@ def backfill(job_dir: Path, *, job: str, loggers, group: str | None, config: dic
 
 def report_run(run_dir: Path, *, recipe_hash: str, group: str | None, config: dict, loggers,
                scores: dict[str, float], table: tuple[list[str], list[list]] | None = None,
-               plots: dict[str, Path] | None = None) -> None:
+               plots: dict[str, Path] | None = None,
+               tables: dict[str, tuple[list[str], list[list]]] | None = None) -> None:
     """The report as one tracker run per recipe version (``job_type`` report): the scores as its summary,
-    the comparison as a table, the report's plots as images."""
+    the comparison as a table (and ``tables``, e.g. the variants' frontier), the report's plots as images."""
     if not loggers:
         return
     tracker = Tracker(run_dir=run_dir, job=f"report-{recipe_hash[:8]}", group=group, config=config,
@@ -224,6 +225,8 @@ def report_run(run_dir: Path, *, recipe_hash: str, group: str | None, config: di
         tracker.summary({f"score/{k}": v for k, v in scores.items() if isinstance(v, (int, float))})
         if table is not None:
             tracker.table("comparison", table[0], table[1])
+        for key, (columns, rows) in (tables or {}).items():
+            tracker.table(key, columns, rows)
         tracker.images({name: path for name, path in (plots or {}).items() if Path(path).is_file()})
     finally:
         tracker.finish()

@@ -34,7 +34,7 @@ def test_report_has_a_row_per_format(tmp_path):
     onnx, int8 = serving["formats"]["onnx"], serving["formats"]["int8"]
     # fp32 ONNX predicts like the checkpoint: the same dev score as the eager student, change 0.
     assert onnx["dev"]["changed_predictions"] == 0 and onnx["dev"]["score_change"] == 0
-    assert onnx["dev_score"] == pytest.approx(serving["student"]["dev_score"])
+    assert onnx["dev_score"] == pytest.approx(serving["dev_scores"]["student"])
     assert int8["dev"]["score_change"] == pytest.approx(int8["dev_score"] - int8["dev"]["checkpoint_score"])
     assert int8["dev"]["examples"] == 16  # the whole dev split (max_eval_examples), not the timed requests
     assert 0 < int8["size_bytes"] < onnx["size_bytes"]  # int8 weights are a quarter of fp32's

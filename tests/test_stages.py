@@ -123,6 +123,12 @@ FIELD_EFFECTS = [
     ("student.encoder.num_layers=1", {"student", "control", "evaluate"}),
     ("student.init_from_teacher=0", {"student", "control", "evaluate"}),
     ("teachers.members[0].name=renamed", {"evaluate"}),
+    ("evaluation.exclude_from_score=[sst2]", {"evaluate"}),
+    ("evaluation.score_tasks=[rte]", {"evaluate"}),
+    # a variant is keyed by what it trains: one identical to the plain student reuses its units
+    ("student.variants=[{name: same}]", {"evaluate"}),
+    ("student.variants=[{name: l1, encoder: {num_layers: 1}}]", {"student", "control", "evaluate"}),
+    ("student.variants=[{name: a}, {name: b, objective: {classification: {alpha: 0.8}}}]", {"student", "evaluate"}),
 ]
 
 

@@ -99,6 +99,9 @@ def test_turning_wandb_on_for_a_finished_run_backfills_every_job_with_shared_key
     (table,) = [v for row in report["history"] for k, v in row.items() if k == "comparison"]
     assert table["_type"] == "table-file"
     assert any(k.startswith("score/") for k in report["summary"])
+    metrics = json.loads((tmp_path / "runs" / "tiny" / "metrics.json").read_text())
+    images = {k for row in report["history"] for k, v in row.items() if k.startswith("plots/")}
+    assert images == {f"plots/{name.removesuffix('.png')}" for name in metrics["plots"]}  # every plot, as an image
     # Once: a third run with the tracker logs only a new report run, no job again.
     assert run_cli("recipe", "run", recipe, "-q", "--set", tracker).exit_code == 0
     after = [read_wandb_offline(f)["run"] for f in find_wandb_runs(offline_wandb)]
@@ -146,3 +149,38 @@ def test_a_stopped_and_resumed_job_is_one_wandb_run(tmp_path):
     assert {r["run"]["job_type"] for r in runs} == {"teacher"}
     steps = sorted({row["_step"] for r in runs for row in r["history"] if "train/loss" in row})
     assert steps == list(range(1, 25))  # 64 rows / 8 = 8 steps an epoch, 3 epochs: every step in the one run
+
+
+def test_the_report_run_logs_the_reports_plots_as_wandb_images(registries, tmp_path, offline_wandb):
+    """The report stage hands report_run the PNGs the report wrote: each becomes a W&B image of the report
+    run (read back from the offline run file), beside the scores and the comparison table."""
+    import hashlib
+
+    from test_plots import synthetic_metrics
+
+    from mtkd.plots import plot_deltas, plot_scores
+    from mtkd.report import report_rows
+    from mtkd.tracking import report_run
+
+    metrics = synthetic_metrics()
+    folder = tmp_path / "run" / "reports" / "abc"
+    pngs = [*plot_scores(metrics, folder), *plot_deltas(metrics, folder)]
+    assert [p.name for p in pngs] == ["scores.png", "deltas.png"]
+    report_run(tmp_path / "run", recipe_hash="abc", group="g", config={"recipe_hash": "abc"},
+               loggers=[registries.loggers.create("wandb", {"project": "p"})], scores={"student": 64.0},
+               table=report_rows(metrics), plots={p.stem: p for p in [*pngs, folder / "missing.png"]},
+               tables={"frontier": (["variant", "student"], [["l3", "77.00"]])})
+    (run_file,) = find_wandb_runs(offline_wandb)
+    run = read_wandb_offline(run_file)
+    assert run["run"]["job_type"] == "report" and run["summary"]["score/student"] == 64.0
+    assert {k for row in run["history"] for k, v in row.items()
+            if isinstance(v, dict) and v.get("_type") == "table-file"} == \
+        {"comparison", "frontier"}
+    images = {k: v for row in run["history"] for k, v in row.items() if k.startswith("plots/")}
+    assert set(images) == {"plots/scores", "plots/deltas"}  # a plot file that is not there is skipped
+    for name, image in images.items():
+        assert image["_type"] == "image-file"
+        logged = run_file.parent / "files" / image["path"]
+        source = folder / f"{name.split('/')[1]}.png"
+        # the logged file is the report's PNG, byte for byte
+        assert hashlib.sha256(logged.read_bytes()).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()

@@ -246,8 +246,11 @@ def check_before_training(ctx: RunContext) -> None:
     members = ctx.members()
     trainings = [(m.config["training"], f"teachers.members[{m.index}].training")
                  for m in members if m.checkpoint is None]
-    if recipe.model.student is not None:
-        trainings.append((ctx.student_config()["training"], "student.training"))
+    from .variants import student_variants
+
+    variants = student_variants(recipe)
+    for v in variants:
+        trainings.append((v.config["training"], f"{v.path}.training"))
     task_objs = {name: tb.task for name, tb in ctx.tasks.items()}
     train_tasks = {name: tb.task for name, tb in ctx.tasks.items() if tb.train is not None}
     for training, where in trainings:
@@ -261,8 +264,8 @@ def check_before_training(ctx: RunContext) -> None:
     warning = slow_bf16_warning(bf16)
     if warning and ctx.main:  # once per run, not per job
         ctx.progress.message(warning)
-    if recipe.model.student is not None:
-        objectives(recipe, recipe.resolved["student"]["objective"], "student.objective", ctx.tasks)
+    for v in variants:
+        objectives(recipe, v.objective, f"{v.path}.objective", ctx.tasks)
     objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
     if members:
         for task in recipe.distilled_tasks():

@@ -14,25 +14,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scores import glue_score, mean_std
+from ..recipe import content_hash
+from ..scores import glue_score as _glue_score
+from ..scores import mean_std
 from .context import RunContext, selection_info
 from .graph import Unit
 from .units import aggregate, data_fields, job_result, member_logits, teacher_model_dir
+from .variants import has_variants, student_variants
 
 
 def plan_evaluate(ctx: RunContext) -> list[Unit]:
     r = ctx.recipe
     members = ctx.members()
     deps = tuple(f"teacher:{m.index}" for m in members) + tuple(f"logits:{m.index}" for m in members)
-    if r.model.student is not None:
-        deps += tuple(f"student:{s}" for s in ctx.student_seeds())
+    for v in student_variants(r):
+        deps += tuple(v.unit_id("student", s) for s in ctx.student_seeds())
         if r.model.student.control:
-            deps += tuple(f"control:{s}" for s in ctx.student_seeds())
+            deps += tuple(v.unit_id("control", s) for s in ctx.student_seeds())
     # "format": what evaluation.json holds (2: dev outputs of every model, the comparison block, job folders)
     fields = {"format": 2, "evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
               "data": data_fields(ctx)["fingerprints"]}
     if members:
         fields["aggregation"] = {k: r.resolved["teachers"][k] for k in ("aggregation", "regression_aggregation")}
+    if has_variants(r):
+        fields["variants"] = [v.name for v in student_variants(r)]
     return [Unit("evaluate", "evaluate", fields, deps=deps, folder_prefix="evaluations", label="evaluation")]
 
 
@@ -79,7 +84,8 @@ def _metrics_of(ctx: RunContext, outputs: dict) -> dict:
 
 
 def comparison_block(ctx: RunContext, teacher_names: list[str], teacher_outputs: list[dict], ensemble: dict,
-                     students: list[dict], controls: list[dict], seeds: list[int]) -> dict:
+                     students: list[dict], controls: list[dict], seeds: list[int],
+                     score_tasks: list[str] | None = None) -> dict:
     """The metrics.json ``comparison`` block (``mtkd.stats.comparison``) from every model's dev outputs."""
     from ..stats import System, comparison
 
@@ -96,7 +102,8 @@ def comparison_block(ctx: RunContext, teacher_names: list[str], teacher_outputs:
         systems.setdefault(name, System([outputs]))
     if not systems:
         return {}
-    return comparison({n: tb.task for n, tb in evaluated.items()}, labels, systems, seed=ctx.recipe.seed)
+    return comparison({n: tb.task for n, tb in evaluated.items()}, labels, systems, seed=ctx.recipe.seed,
+                      score_tasks=score_tasks)
 
 
 def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
@@ -119,29 +126,57 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
             {s: np.asarray(d["label"]) for s, d in tb.evals.items()}) for name, tb in evaluated.items()}
     student_outputs: list[dict] = []
     control_outputs: list[dict] = []
-    student_dirs = []
-    if ctx.recipe.model.student is not None:
+    student_dirs: list[Path] = []
+    score_tasks = ctx.recipe.score_tasks()
+    variants = student_variants(ctx.recipe)
+    per_variant: dict = {}
+    predicted: dict = {}  # model folder -> dev outputs: a control that variants share is predicted once
+    for v in variants:
         seeds = ctx.student_seeds()
-        students = [job_result(ctx, inputs[f"student:{s}"]) for s in seeds]
-        controls = [job_result(ctx, inputs[f"control:{s}"]) for s in seeds] if ctx.recipe.model.student.control \
-            else []
-        out["seeds"] = seeds
-        out["train_seconds"] = {"students": [r["train_seconds"] for r in students],
-                                "controls": [r["train_seconds"] for r in controls]}
-        student_dirs = [ctx.store.path(inputs[f"student:{s}"].folder) / Path(str(r.get("model") or "final")).name
-                        for s, r in zip(seeds, students)]
-        control_dirs = [ctx.store.path(inputs[f"control:{s}"].folder) / Path(str(r.get("model") or "final")).name
-                        for s, r in zip(seeds, controls)]
+        s_units = [inputs[v.unit_id("student", s)] for s in seeds]
+        c_units = [inputs[v.unit_id("control", s)] for s in seeds] if ctx.recipe.model.student.control else []
+        students = [job_result(ctx, u) for u in s_units]
+        controls = [job_result(ctx, u) for u in c_units]
+        s_dirs = [ctx.store.path(u.folder) / Path(str(r.get("model") or "final")).name for u, r in zip(s_units, students)]
+        c_dirs = [ctx.store.path(u.folder) / Path(str(r.get("model") or "final")).name for u, r in zip(c_units, controls)]
         # Dev figures from the kept models' dev outputs: the jobs' own metrics are those of the selection split.
-        precision = ctx.student_config()["training"]["precision"]
-        student_outputs = [dev_outputs(ctx, d, precision) for d in student_dirs]
-        control_outputs = [dev_outputs(ctx, d, precision) for d in control_dirs]
+        precision = v.config["training"]["precision"]
+        for d in s_dirs + c_dirs:
+            if d not in predicted:
+                predicted[d] = dev_outputs(ctx, d, precision)
+        shared = next((n for n, pv in per_variant.items() if c_dirs and pv["control_dirs"] == c_dirs), v.name)
+        per_variant[v.name] = {"seeds": seeds, "dirs": s_dirs, "students": [predicted[d] for d in s_dirs],
+                               "control_dirs": c_dirs, "control_of": shared,
+                               "controls": [predicted[d] for d in c_dirs],
+                               "train_seconds": {"students": [r["train_seconds"] for r in students],
+                                                 "controls": [r["train_seconds"] for r in controls]}}
+    if variants:  # the first variant is the run's student: the headline table and comparison
+        first = per_variant[variants[0].name]
+        student_outputs, control_outputs, student_dirs = first["students"], first["controls"], first["dirs"]
+        out["seeds"] = first["seeds"]
+        out["train_seconds"] = first["train_seconds"]
         out["students"] = [_metrics_of(ctx, o) for o in student_outputs]
         out["controls"] = [_metrics_of(ctx, o) for o in control_outputs]
     out["comparison"] = comparison_block(ctx, out["teacher_names"], teacher_outputs, ensemble, student_outputs,
-                                         control_outputs, out["seeds"])
-    out["jobs"] = {u.label or u.id: ctx.store.rel(ctx.store.path(u.folder)) for u in inputs.values()
-                   if u.folder and u.stage in ("teachers", "student", "control")}
+                                         control_outputs, out["seeds"], score_tasks)
+    if has_variants(ctx.recipe):
+        out["variants"] = {}
+        for i, v in enumerate(variants):
+            pv = per_variant[v.name]
+            comp = {k: out["comparison"][k] for k in ("method", "student_vs_control", "seed_spread", "sentence")
+                    if k in out["comparison"]} if i == 0 else \
+                comparison_block(ctx, [], [], {}, pv["students"], pv["controls"], pv["seeds"], score_tasks)
+            out["variants"][v.name] = {
+                "students": [_metrics_of(ctx, o) for o in pv["students"]],
+                "controls": [_metrics_of(ctx, o) for o in pv["controls"]],
+                "train_seconds": pv["train_seconds"], "comparison": comp,
+                "control_of": pv["control_of"],  # the variant whose control models these are (shared by key)
+                "parameters": parameter_count(ctx, pv["dirs"][0])}
+    out["jobs"] = {}
+    for u in inputs.values():
+        rel = ctx.store.rel(ctx.store.path(u.folder)) if u.folder else None
+        if rel and u.stage in ("teachers", "student", "control") and rel not in out["jobs"].values():
+            out["jobs"][u.label or u.id] = rel  # a control that variants share: once, by its first label
     out["selection"] = selection_info(ctx)
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
@@ -151,7 +186,18 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
         name = next(n for n, tb in ctx.tasks.items() if tb.evals)
         scores = {"student": task_score(out["students"][0][name]) if name in out["students"][0] else None,
                   "ensemble": task_score(out["ensemble"][name]) if name in out["ensemble"] else None}
-        out["serving"] = measure_serving(ctx, [teacher_model_dir(ctx, t) for t in teachers], student_dirs[0], scores)
+        # One benchmark per architecture: variants that differ only in training or objective cost the same, and
+        # timing them apart would let measurement noise rank them on the frontier.
+        arch = {v.name: content_hash({k: v.config[k] for k in ("encoder", "heads")}) for v in variants}
+        first_of = {}
+        for v in variants:
+            first_of.setdefault(arch[v.name], v.name)
+        out["serving"] = measure_serving(ctx, [teacher_model_dir(ctx, t) for t in teachers], student_dirs[0],
+                                         {n: per_variant[n]["dirs"][0] for n in first_of.values()
+                                          if n != variants[0].name} if "variants" in out else None, scores=scores)
+        if "variants" in out:
+            measured = {variants[0].name: out["serving"]["student"], **out["serving"].pop("others")}
+            out["serving"]["variants"] = {v.name: measured[first_of[arch[v.name]]] for v in variants}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / "evaluation.json.tmp"
@@ -160,9 +206,17 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
     return {}
 
 
-def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path, scores: dict | None = None) -> dict:
-    """Parameters, size on disk, throughput and latency (p50/p95) of the K-member ensemble against the student,
-    eager and in each other format of ``evaluation.serving_formats``; ``scores``: dev scores by row (x100)."""
+def parameter_count(ctx: RunContext, model_dir: Path) -> int:
+    from ..model import count_parameters, load_model, recipe_allows_code
+
+    return int(count_parameters(load_model(model_dir, allow_code=recipe_allows_code(ctx.recipe))))
+
+
+def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path,
+                    others: dict[str, Path] | None = None, scores: dict | None = None) -> dict:
+    """Parameters, size on disk, throughput and latency (p50/p95) of the K-member ensemble against the student
+    (and ``others``: more student variants by name, under ``"others"``), eager and, for the student, in each
+    other format of ``evaluation.serving_formats``; ``scores``: dev scores of the ensemble and student (x100)."""
     import torch
 
     from ..data import eval_batches, tokenize_split
@@ -212,9 +266,10 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
 
     out = {"task": name, "split": split, "examples": len(ds), "ensemble": bench(teacher_dirs),
            "student": bench([student_dir])}
-    for who in ("ensemble", "student"):
-        if (scores or {}).get(who) is not None:
-            out[who]["dev_score"] = scores[who]
+    if others is not None:
+        out["others"] = {n: bench([d]) for n, d in others.items()}
+    # apart from the rows: a variant's row may be shared by variants of one architecture, its score is not
+    out["dev_scores"] = {who: v for who, v in (scores or {}).items() if v is not None}
     formats = [f for f in ev.serving_formats if f != "eager"]
     if formats:
         out["formats"] = _measure_formats(ctx, formats, student_dir, name, head, split, tb, ds, batches_for, timed,
@@ -263,8 +318,12 @@ def _measure_formats(ctx: RunContext, formats: list[str], student_dir: Path, nam
     return out
 
 
-def build_metrics(ev: dict) -> dict:
-    """metrics.json: per task and GLUE-style score for teachers, ensemble, student(s) and control(s)."""
+def build_metrics(ev: dict, score_tasks: list[str] | None = None) -> dict:
+    """metrics.json: per task and GLUE-style score (the mean over ``score_tasks``, default all) for teachers,
+    ensemble, student(s) and control(s); with student variants, each variant and the frontier."""
+    def glue_score(per_task: dict) -> float:
+        return _glue_score({t: m for t, m in per_task.items() if score_tasks is None or t in score_tasks})
+
     tasks: dict = {}
     names = set()
     for group in (ev["teachers"], [ev["ensemble"]], ev["students"], ev["controls"]):
@@ -294,6 +353,12 @@ def build_metrics(ev: dict) -> dict:
             score[f"{key}s"] = values
             score[key], score[f"{key}_std"] = mean_std(values)
     out = {"tasks": tasks, "score": score, "seeds": ev.get("seeds", []), "teacher_names": ev["teacher_names"]}
+    if score_tasks is not None:
+        out["score_tasks"] = [t for t in score_tasks if t in tasks]
+    if ev.get("variants"):
+        from .variants import variant_metrics
+
+        out["variants"], out["frontier"] = variant_metrics(ev, glue_score)
     for key in ("comparison", "selection"):
         if ev.get(key):
             out[key] = ev[key]
@@ -318,7 +383,7 @@ def run_report(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
     if not ctx.main:
         return {}
     ev = json.loads((ctx.store.path(inputs["evaluate"].folder) / "evaluation.json").read_text())
-    metrics = build_metrics(ev)
+    metrics = build_metrics(ev, ctx.recipe.score_tasks())
     metrics["recipe_hash"] = ctx.recipe.hash
     out_dir.mkdir(parents=True, exist_ok=True)
     from ..plots import plot_run
@@ -359,13 +424,14 @@ def publish_report(ctx: RunContext, unit: Unit) -> None:
     print_report(metrics, ctx.recipe.model.name, Console())
     lg = loggers(ctx.recipe)
     if lg:  # one tracker run per recipe version: scores, the comparison table, the report's plots
-        from ..report import report_rows
+        from ..report import frontier_rows, report_rows
 
         folder = store.path(unit.folder)
         plots = {p.stem: p for pattern in ("*.png", "plots/*.png") for p in sorted(folder.glob(pattern))}
         report_run(ctx.run_dir, recipe_hash=ctx.recipe.hash,
                    group=ctx.recipe.resolved["logging"]["group"] or ctx.recipe.model.name,
                    config={"recipe": ctx.recipe.resolved, "recipe_hash": ctx.recipe.hash}, loggers=lg,
-                   scores=metrics["score"], table=report_rows(metrics), plots=plots)
+                   scores=metrics["score"], table=report_rows(metrics), plots=plots,
+                   tables={"frontier": frontier_rows(metrics)} if metrics.get("frontier") else None)
     Console().print(f"[dim]report: {store.path(unit.folder, 'report.md')}  metrics: {store.path('metrics.json')}[/]",
                     highlight=False)

@@ -150,6 +150,8 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
         if not needed:
             continue
         cached, to_run = [], []
+        first_of: dict[str, Unit] = {}  # folder -> the first unit planned with it
+        aliases: list[tuple[Unit, Unit]] = []  # (unit, the unit with the same key that does its work)
         for u in todo:
             u.key = unit_key(u, digests)
             if not u.folder_prefix:  # an outside file: nothing to run or store
@@ -159,6 +161,12 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
                 cached.append(u)
                 continue
             u.folder = f"{u.folder_prefix}/{u.folder_name(u.key) if u.folder_name else u.key}"
+            first = first_of.setdefault(u.folder, u)
+            if first is not u and any(x is first for x in to_run):
+                # The same key twice (variants sharing a control): the same work, done once.
+                aliases.append((u, first))
+                units[u.id] = u
+                continue
             marker, why = ctx.store.verify(u.folder, u.key)
             if marker is not None and not ((stage.name in forced or stage.always) and run_it):
                 if ctx.main and not resolve_only:
@@ -180,7 +188,7 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
                 raise CheckpointError(f"the {stage.name} stage has not run for this version of the recipe "
                                       f"({u.label or u.id} is not done)", file=ctx.store.path(u.folder),
                                       hint=f"run without --stage, or with --stage {stage.name} first")
-            for u in to_run:  # resolving: what depends on a missing unit cannot match any marker
+            for u in to_run + [a for a, _ in aliases]:  # resolving: what depends on a missing unit matches no marker
                 u.digest = ""
                 digests[u.id] = f"missing {u.id}"
             continue
@@ -212,6 +220,9 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
             if not ctx.main:
                 u.marker = ctx.store.marker(u.folder)
             u.digest = u.marker["digest"]
+            digests[u.id] = u.digest
+        for u, first in aliases:
+            u.key, u.folder, u.marker, u.digest = first.key, first.folder, first.marker, first.digest
             digests[u.id] = u.digest
         ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + time.perf_counter() - start
         if stage.after is not None and ctx.main:

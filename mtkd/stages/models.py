@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import CheckpointError, RecipeError
 from ..recipe import Recipe
 
-ROLE_HELP = "student, control, ensemble or teacher:NAME"
+ROLE_HELP = "student, control, ensemble, teacher:NAME, or student:VARIANT / control:VARIANT (student.variants)"
 
 
 def open_source(source, overrides=(), plugins=(), output=None) -> tuple[Recipe, Path]:
@@ -63,8 +63,9 @@ class Chosen:
 
 
 def parse_role(role: str) -> tuple[str, str | None]:
-    kind, _, name = role.partition(":")
-    if kind not in ("student", "control", "ensemble", "teacher") or (kind == "teacher") != bool(name):
+    kind, colon, name = role.partition(":")
+    if kind not in ("student", "control", "ensemble", "teacher") or (colon and not name) or \
+            (kind == "teacher" and not name) or (kind == "ensemble" and name):
         raise RecipeError("unknown model role", path="--model", expected=ROLE_HELP, found=role)
     return kind, name or None
 
@@ -101,10 +102,14 @@ def choose_model(recipe: Recipe, run_dir: Path, role: str, seed: int | None = No
         if seed not in seeds:
             raise RecipeError(f"the recipe has no {kind} seed {seed}", path="--seed",
                               expected=f"one of {seeds}", found=seed)
+        from .variants import find_variant
+
+        variant = find_variant(recipe, name)  # no name: the first variant, the report's headline student
         units = execute(ctx, resolve_only=True, until=kind)
-        unit = units[f"{kind}:{seed}"]
+        unit = units[variant.unit_id(kind, seed)]
         if unit.marker is None:
-            raise CheckpointError(f"the {kind} (seed {seed}) of this recipe version has not been trained",
+            what = kind if variant.name is None else f"{kind} {variant.name}"
+            raise CheckpointError(f"the {what} (seed {seed}) of this recipe version has not been trained",
                                   file=ctx.store.path(unit.folder), hint=f"run `{run} --stage {kind}` "
                                   "(or without --stage: finished stages are reused)")
         from .context import job_model_dir

@@ -323,33 +323,40 @@ def soft_targets_source(ctx: RunContext, unit: Unit) -> Path:
 # ---------------------------------------------------------------- students and controls
 
 
-def uses_hidden_states(ctx: RunContext) -> bool:
-    """Whether the student's objective matches the teachers' hidden states (it then needs the teacher models)."""
+def uses_hidden_states(ctx: RunContext, objective: dict | None = None) -> bool:
+    """Whether a student objective (default: the student's) matches the teachers' hidden states (it then needs
+    the teacher models)."""
     losses = get_registries().losses
-    return any(getattr(losses.get(c["type"]).factory, "uses_hidden_states", False)
-               for c in ctx.recipe.resolved["student"]["objective"].values())
+    objective = ctx.recipe.resolved["student"]["objective"] if objective is None else objective
+    return any(getattr(losses.get(c["type"]).factory, "uses_hidden_states", False) for c in objective.values())
 
 
 def _student_units(ctx: RunContext, kind: str) -> list[Unit]:
+    from .variants import student_variants
+
     r = ctx.recipe
     s = r.model.student
     if s is None or (kind == "control" and not s.control):
         return []
-    deps: tuple[str, ...] = ()
-    if s.init_from_teacher is not None:
-        deps += (f"teacher:{s.init_from_teacher}",)
-    if kind == "student" and uses_hidden_states(ctx):
-        deps += tuple(f"teacher:{m.index}" for m in ctx.members() if f"teacher:{m.index}" not in deps)
-    objective = r.resolved["student"]["objective"] if kind == "student" else r.resolved["objective"]
-    fields = {"config": key_config(ctx.student_config()), "objective": objective, "data": data_fields(ctx),
-              "init_from_teacher": s.init_from_teacher}
-    if kind == "student":
-        fields["distilled"] = r.distilled_tasks()
-        if ctx.recipe.model.teachers is not None or s.soft_targets:
-            deps = ("soft-targets",) + deps
-    prefix = "students" if kind == "student" else "controls"
-    return [Unit(f"{kind}:{seed}", kind, {**fields, "seed": seed}, deps=deps, folder_prefix=prefix,
-                 label=f"{kind} seed {seed}", data=seed) for seed in ctx.student_seeds()]
+    units = []
+    for v in student_variants(r):
+        deps: tuple[str, ...] = ()
+        if v.init_from_teacher is not None:
+            deps += (f"teacher:{v.init_from_teacher}",)
+        if kind == "student" and uses_hidden_states(ctx, v.objective):
+            deps += tuple(f"teacher:{m.index}" for m in ctx.members() if f"teacher:{m.index}" not in deps)
+        # No variant name here: a unit is keyed by what it trains (a control by what changes the hard-label model)
+        objective = v.objective if kind == "student" else r.resolved["objective"]
+        fields = {"config": key_config(v.config), "objective": objective, "data": data_fields(ctx),
+                  "init_from_teacher": v.init_from_teacher}
+        if kind == "student":
+            fields["distilled"] = r.distilled_tasks()
+            if ctx.recipe.model.teachers is not None or s.soft_targets:
+                deps = ("soft-targets",) + deps
+        prefix = "students" if kind == "student" else "controls"
+        units += [Unit(v.unit_id(kind, seed), kind, {**fields, "seed": seed}, deps=deps, folder_prefix=prefix,
+                       label=v.label(kind, seed), data=(v, seed)) for seed in ctx.student_seeds()]
+    return units
 
 
 def plan_students(ctx: RunContext) -> list[Unit]:
@@ -360,13 +367,14 @@ def plan_controls(ctx: RunContext) -> list[Unit]:
     return _student_units(ctx, "control")
 
 
-def _init_from(ctx: RunContext, inputs: dict) -> Path | None:
-    idx = ctx.recipe.model.student.init_from_teacher
+def _init_from(ctx: RunContext, inputs: dict, variant) -> Path | None:
+    idx = variant.init_from_teacher
     return teacher_model_dir(ctx, inputs[f"teacher:{idx}"]) if idx is not None else None
 
 
 def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
     r = ctx.recipe
+    variant, seed = unit.data
     distilled = set(r.distilled_tasks())
     soft = {}
     if "soft-targets" in inputs:
@@ -376,25 +384,26 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     if missing:
         raise CheckpointError(f"no soft targets for distilled task(s) {missing}", path="teachers.tasks",
                               hint="run the soft-targets stage first, or give student.soft_targets")
-    student_obj = objectives(r, r.resolved["student"]["objective"], "student.objective", ctx.tasks)
+    student_obj = objectives(r, variant.objective, f"{variant.path}.objective", ctx.tasks)
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
     # Distilled tasks use the student objective; the others train on hard labels only.
     objs = {t: (student_obj[t] if t in soft else hard[t]) for t in ctx.tasks}
     teachers = [teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]) for m in ctx.members()] \
-        if uses_hidden_states(ctx) else []
-    job = make_job(ctx, f"student-s{unit.data}", out_dir, ctx.student_config(), unit.data, objs, soft=soft,
-                   init_from=_init_from(ctx, inputs), teacher_models=teachers)
+        if uses_hidden_states(ctx, variant.objective) else []
+    job = make_job(ctx, variant.job_name("student", seed), out_dir, variant.config, seed, objs, soft=soft,
+                   init_from=_init_from(ctx, inputs, variant), teacher_models=teachers)
     result = run_job(ctx, job)
-    return {"seed": unit.data, "model": job_model_dir(out_dir, result).name}
+    return {"seed": seed, "model": job_model_dir(out_dir, result).name}
 
 
 def run_control(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict:
     r = ctx.recipe
+    variant, seed = unit.data
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
-    job = make_job(ctx, f"control-s{unit.data}", out_dir, ctx.student_config(), unit.data, hard,
-                   init_from=_init_from(ctx, inputs))
+    job = make_job(ctx, variant.job_name("control", seed), out_dir, variant.config, seed, hard,
+                   init_from=_init_from(ctx, inputs, variant))
     result = run_job(ctx, job)
-    return {"seed": unit.data, "model": job_model_dir(out_dir, result).name}
+    return {"seed": seed, "model": job_model_dir(out_dir, result).name}
 
 
 def job_result(ctx: RunContext, unit: Unit) -> dict:

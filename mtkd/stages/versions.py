@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, RecipeError
 from ..scores import task_score
 
 ROLES = ("student", "control", "ensemble", "teachers")
@@ -102,13 +102,31 @@ def role_task_score(entry: dict, role: str) -> float | None:
     return task_score(metrics) if metrics else None
 
 
+def _view(version: dict, kind: str, variant: str | None) -> tuple[dict, float | None]:
+    """A version's per-task entries and GLUE-style score of ``kind`` (a student variant's with ``variant``)."""
+    metrics = version["metrics"]
+    if variant is None:
+        return metrics.get("tasks", {}), scores(metrics)[kind]
+    found = (metrics.get("variants") or {}).get(variant)
+    if found is None:
+        raise RecipeError(f"version {version['label']} has no student variant {variant!r}", path="--model",
+                          expected=f"one of {sorted(metrics.get('variants') or {})}" if metrics.get("variants")
+                          else "student, control, ensemble or teachers (it lists no student.variants)", found=variant)
+    return found["tasks"], found["score"].get(kind)
+
+
 def compare(specs: list[str], role: str = "student") -> dict:
+    kind, colon, variant = role.partition(":")
+    if kind not in ROLES or (colon and (not variant or kind not in ("student", "control"))):
+        raise RecipeError("unknown model role", path="--model", found=role,
+                          expected="student, control, ensemble, teachers, student:VARIANT or control:VARIANT")
     versions = [resolve_version(s) for s in specs]
-    tasks = sorted({t for v in versions for t in v["metrics"].get("tasks", {})})
+    views = [_view(v, kind, variant or None) for v in versions]
+    tasks = sorted({t for entries, _ in views for t in entries})
     rows = {}
     for t in tasks:
-        rows[t] = [role_task_score(v["metrics"]["tasks"].get(t, {}), role) for v in versions]
-    rows["GLUE-style"] = [scores(v["metrics"])[role] for v in versions]
+        rows[t] = [role_task_score(entries.get(t, {}), kind) for entries, _ in views]
+    rows["GLUE-style"] = [score for _, score in views]
     deltas = {t: [None if (x is None or vals[0] is None) else x - vals[0] for x in vals] for t, vals in rows.items()}
     return {"model": role, "versions": [{"label": v["label"], "hash": v["hash"], "run_dir": v["run_dir"],
                                          "differs": v.get("differs", {})} for v in versions],

@@ -449,7 +449,8 @@ def _model_folder(source: Path, role: str, seed, output, overrides, plugins):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", "task", required=True, help="The task whose head to export.")
 @click.option("--model", "role", default="student", show_default=True, metavar="ROLE",
-              help="With a recipe or run folder: student, control or teacher:NAME of that recipe version.")
+              help="With a recipe or run folder: student, control or teacher:NAME of that recipe version "
+                   "(student:VARIANT / control:VARIANT with student.variants).")
 @click.option("--seed", type=int, default=None, help="Which student/control seed (default: the recipe's first).")
 @click.option("--output", type=click.Path(), help="The recipe's run folder (default: <output_dir>/<recipe name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
