@@ -148,12 +148,14 @@ def serving_lines(serving: dict | None) -> list[str]:
 
     dev = serving.get("dev_scores") or {}
     rows = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"], dev.get("ensemble"))]
-    if serving.get("variants"):  # the first variant is the student the formats are made from
-        rows += [(f"student {n} (eager)", r, dev.get("student") if i == 0 else None)
+    student = "student"
+    if serving.get("variants"):  # eager PyTorch; the first variant is the student the formats are made from
+        rows += [(f"student {n}", r, dev.get("student") if i == 0 else None)
                  for i, (n, r) in enumerate(serving["variants"].items())]
+        student = f"student {next(iter(serving['variants']))}"
     else:
         rows.append(("student (eager)", serving["student"], dev.get("student")))
-    rows += [(f"student ({fmt})", row, row.get("dev_score")) for fmt, row in (serving.get("formats") or {}).items()]
+    rows += [(f"{student} ({fmt})", row, row.get("dev_score")) for fmt, row in (serving.get("formats") or {}).items()]
     for label, row, value in rows:
         if "error" in row:
             lines.append(f"| {label} | not measured: {row['error']} |" + " |" * (2 + len(batches)))
