@@ -207,13 +207,15 @@ class OnnxFormat:
         its change reported, not refused: the report shows it) and an ONNX Runtime session on it."""
         from mtkd.components import PreparedFormat
 
+        from .encoder import _quiet_transformers
         from .export import DevSet, export_model
 
         folder = Path(workdir) / ("int8" if self.quantize else "onnx")
-        record = export_model(model_dir, task, folder, format="onnx", quantize=self.quantize,
-                              dev=DevSet(dev.task, dev.split, dev.rows, max_length=dev.max_length,
-                                         cache_dir=dev.cache_dir),
-                              allow_score_drop=True, threads=threads)
+        with _quiet_transformers():  # no load reports or progress bars inside the evaluate stage's output
+            record = export_model(model_dir, task, folder, format="onnx", quantize=self.quantize,
+                                  dev=DevSet(dev.task, dev.split, dev.rows, max_length=dev.max_length,
+                                             cache_dir=dev.cache_dir),
+                                  allow_score_drop=True, threads=threads)
         d = record.get("dev") or {}
         scores = {"split": d.get("split"), "examples": d.get("examples"), "checkpoint_score": d.get("checkpoint_score"),
                   "score": d.get("export_score"), "score_change": d.get("score_change"),
@@ -242,9 +244,12 @@ class PipelineFormat:
 
         if requests is None:
             raise MtkdError("the hf-pipeline format needs the raw texts of the timed requests")
+        from .encoder import _quiet_transformers
+
         folder = Path(workdir) / "hf"
-        export_model(model_dir, task, folder, format="hf", threads=threads)
-        pipe = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=-1)
+        with _quiet_transformers():  # no load reports or progress bars inside the evaluate stage's output
+            export_model(model_dir, task, folder, format="hf", threads=threads)
+            pipe = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=-1)
         first = list(requests["text_a"])
         second = list(requests["text_b"]) if "text_b" in requests.column_names else None
 
