@@ -220,6 +220,10 @@ def recipe_validate(files, overrides, plugins):
     for f in files:
         r = load_recipe(f, overrides, extra_plugins=plugins, check_files=True)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
+        from .stages.search import recipe_notes
+
+        for note in recipe_notes(r):  # the search's cost; a student trained less than its teachers
+            console.print(f"[yellow]note[/]: {escape(note)}", highlight=False, soft_wrap=True)
         from .extras import MissingExtraError, check_recipe_extras
 
         try:

@@ -81,7 +81,7 @@ def _duration(seconds: float | None) -> str:
 
 
 #: The stages whose units are training jobs (mtkd.stages' names): their headings get an ETA.
-TRAINING_STAGES = frozenset({"teachers", "student", "control"})
+TRAINING_STAGES = frozenset({"teachers", "student", "control", "student-search", "control-search"})
 
 
 class _Job:

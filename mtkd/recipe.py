@@ -180,6 +180,15 @@ class Teachers(_Strict):
     min_dev_score: float | None = Field(None, description="refuse to distil from a teacher below this dev score")
 
 
+class Search(BaseModel):
+    """``student.search``: lists of values for scalar ``training`` fields (the grid) and the trial ``seeds``;
+    checked in pass 2 (``_check_search``) against the training schema."""
+
+    model_config = ConfigDict(extra="allow")
+    seeds: list[Seed] = Field(min_length=1, description="trial seeds: every setting trains once per seed, for the "
+                                                        "student and the control alike; disjoint from student.seeds")
+
+
 class StudentVariant(_Strict):
     """One student set-up of a compression sweep: overrides of the base ``student:`` section."""
 
@@ -203,16 +212,21 @@ class Student(_Strict):
     seeds: list[Seed] | None = Field(None, min_length=1, description="one student (and control) per seed")
     control: bool = Field(False, description="also train the same set-up on hard labels only")
     soft_targets: str | None = Field(None, description="bring soft targets as a file instead of teachers")
+    search: Search | None = Field(None, description="a training-budget grid, e.g. {epochs: [2, 3], lr: [5.0e-5, "
+                                                    "1.0e-4], seeds: [101]}, tried for student and control alike "
+                                                    "and chosen on the holdout; student.seeds then confirm it")
     variants: list[StudentVariant] | None = Field(
         None, min_length=1, description="a compression sweep: several student set-ups (each over the base "
                                         "section), each trained for every seed with its own control")
 
     @model_serializer(mode="wrap")
     def _omit_unset_variants(self, handler):
-        """No ``variants``: the resolved recipe (and every hash) is the one of a recipe written before them."""
+        """No ``variants`` (or ``search``): the resolved recipe (and every hash) is the one of a recipe written
+        before them."""
         data = handler(self)
-        if isinstance(data, dict) and data.get("variants") is None:
-            data.pop("variants", None)
+        for key in ("variants", "search"):
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -895,9 +909,86 @@ def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None
     with _collecting():
         _check_score_tasks(model, file)
     with _collecting():
+        _check_search(model, resolved, file)
+    with _collecting():
         _check_temperature(model, resolved, file)
     with _collecting():
         _check_run_inputs(model, resolved, file)
+
+
+def _scalar_annotation(annotation) -> bool:
+    """Whether a training field holds one value (not a list, mapping or component): only those are searched."""
+    from typing import get_args, get_origin
+
+    if annotation in (list, dict) or get_origin(annotation) in (list, dict):
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return False
+    return all(_scalar_annotation(a) for a in get_args(annotation) if isinstance(a, type) or get_origin(a))
+
+
+def _check_search(model: RecipeModel, resolved: dict, file) -> None:
+    """``student.search``: scalar training fields that change the model, each a list of distinct valid values;
+    trial seeds distinct and disjoint from the confirmation seeds; the holdout (never dev) chooses."""
+    s = model.student
+    if s is None or s.search is None:
+        return
+    from .stages.graph import NO_KEY_TRAINING
+
+    where = "student.search"
+    example = "{epochs: [2, 3], lr: [5.0e-5, 1.0e-4], seeds: [101]}"
+    grid = dict(s.search.model_extra or {})
+    if not grid:
+        raise RecipeError("a search needs at least one training field to vary", file=file, path=where,
+                          expected=f"lists of training values and trial seeds, e.g. {example}")
+    if model.evaluation.selection == "dev":
+        raise RecipeError("a training-budget search must not choose on dev, the split that is reported", file=file,
+                          path="evaluation.selection", expected="{holdout: FRACTION}", found="dev",
+                          hint="set evaluation.selection: {holdout: 0.1} (or --set evaluation.selection=holdout:0.1): "
+                               "the trials are then scored on a holdout carved from the training data")
+    searchable = [k for k, f in Training.model_fields.items()
+                  if k not in NO_KEY_TRAINING and _scalar_annotation(f.annotation)]
+    base = deep_merge(resolved["training"], resolved["student"].get("training") or {})
+    out: dict = {}
+    for name, values in grid.items():
+        path = f"{where}.{name}"
+        if name not in Training.model_fields:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), searchable + ["seeds"], n=1)
+            raise RecipeError(f"unknown training field {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                              file=file, path=path, expected=f"seeds, or a training field: {', '.join(searchable)}",
+                              found=name)
+        if name not in searchable:
+            why = "cannot change the trained model" if name in NO_KEY_TRAINING else "is not a single value"
+            raise RecipeError(f"training.{name} {why}: it cannot be searched", file=file, path=path,
+                              expected=f"one of {', '.join(searchable)}", found=name)
+        if not isinstance(values, list) or not values:
+            raise RecipeError("a searched field takes a list of values", file=file, path=path,
+                              expected=f"a non-empty list, e.g. {name}: [{base.get(name)!r}, ...]", found=values)
+        coerced = []
+        for j, value in enumerate(values):
+            try:
+                value = Training.model_validate({**base, name: value}).model_dump(mode="json")[name]
+            except ValidationError as exc:
+                problem = exc.errors()[0].get("msg", "invalid").removeprefix("Value error, ")
+                raise RecipeError(f"not a valid training.{name}: {problem}", file=file, path=f"{path}[{j}]",
+                                  expected=problem, found=value) from None
+            if value in coerced:
+                raise RecipeError(f"{name} {value!r} is listed twice", file=file, path=f"{path}[{j}]",
+                                  expected="distinct values (each is one tried setting)", found=value)
+            coerced.append(value)
+        out[name] = coerced
+    confirm = s.seeds or [model.seed]
+    for j, seed in enumerate(s.search.seeds):
+        if seed in s.search.seeds[:j]:
+            raise RecipeError(f"trial seed {seed} is listed twice", file=file, path=f"{where}.seeds[{j}]",
+                              expected="distinct seeds", found=seed)
+        if seed in confirm:
+            raise RecipeError(f"trial seed {seed} is also a confirmation seed", file=file, path=f"{where}.seeds[{j}]",
+                              expected=f"seeds other than student.seeds {confirm}", found=seed,
+                              hint="the reported figures must come from seeds that no choice used")
+    resolved["student"]["search"] = {**out, "seeds": list(s.search.seeds)}
 
 
 def _over(base: dict | None, override: dict | None) -> dict | None:

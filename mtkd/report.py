@@ -110,6 +110,7 @@ def evidence_lines(metrics: dict) -> list[str]:
         for t in tasks:
             cells = [f"{cal[m][t]['ece']:.3f} / {cal[m][t]['brier']:.3f}" if t in cal[m] else "—" for m in models]
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += search_lines(metrics)
     sel = metrics.get("selection")
     if sel:
         lines += ["", "## Which split chose what", "", sel["note"] + "."]
@@ -164,6 +165,51 @@ def serving_lines(serving: dict | None) -> list[str]:
                  else "–" for k in batches]
         lines.append(f"| {label} | {row['parameters']:,} | {_megabytes(row.get('size_bytes'))} | {score(row, value)} | "
                      + " | ".join(cells) + " |")
+    return lines
+
+
+def describe_setting(setting: dict) -> str:
+    """``epochs=3, lr=0.0001``: a searched training setting."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())
+
+
+def search_sentence(search: dict) -> str:
+    roles = list(search["roles"])
+    who = ("Student and control each" if roles == ["student", "control"] else
+           f"Each of {', '.join(roles)}" if len(roles) > 1 else f"The {roles[0]}")
+    return (f"{who} tried the same {search['settings']} training setting(s) ({', '.join(search['fields'])}) "
+            f"with the same trial seeds ({', '.join(map(str, search['trial_seeds']))}), chosen on the holdout "
+            "(mean selection score over the trial seeds, a tie to the setting listed first). The reported figures "
+            f"come from fresh confirmation seeds ({', '.join(map(str, search['confirmation_seeds']))}) on dev, which "
+            "no choice consulted.")
+
+
+def search_lines(metrics: dict) -> list[str]:
+    """The training-budget search (every tried setting, its holdout score, the choice) and the budget check."""
+    lines: list[str] = []
+    search = metrics.get("search")
+    if search and search.get("roles"):
+        roles = list(search["roles"])
+        lines += ["", "## Training-budget search (chosen on the holdout)", "", search_sentence(search), "",
+                  "| setting | " + " | ".join(f"{r} (holdout" + (": mean (each trial seed))" if len(
+                      search["trial_seeds"]) > 1 else ")") for r in roles) + " |",
+                  "|---|" + "---|" * len(roles)]
+        first = search["roles"][roles[0]]["trials"]
+        for i, row in enumerate(first):
+            cells = []
+            for r in roles:
+                t = search["roles"][r]["trials"][i]
+                cell = f"{t['score']:.2f}" + (f" ({', '.join(f'{x:.2f}' for x in t['scores'])})"
+                                              if len(t["scores"]) > 1 else "")
+                cells.append(f"**{cell} chosen**" if t["chosen"] else cell)
+            lines.append(f"| {describe_setting(row['setting'])} | " + " | ".join(cells) + " |")
+    budget = metrics.get("budget")
+    if budget:
+        n = budget["examples"]
+        parts = ["teachers " + ", ".join(f"{k} {v:g}" for k, v in budget["teachers"].items())]
+        parts += [f"{r} {budget[r]:g}" for r in ("student", "control") if r in budget]
+        lines += ["", f"Training budget in epochs (× {n:,} training examples): " + "; ".join(parts) + "."]
+        lines += [f"**Warning**: {w}." for w in budget.get("warnings", [])]
     return lines
 
 
@@ -266,6 +312,16 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
     sentence = (metrics.get("comparison") or {}).get("sentence")
     if sentence:
         console.print(sentence, highlight=False)
+    search = metrics.get("search")
+    if search and search.get("roles"):
+        chosen = "; ".join(f"{r} chose {describe_setting(t['chosen'])} "
+                           f"({next(x['score'] for x in t['trials'] if x['chosen']):.2f} on the holdout)"
+                           for r, t in search["roles"].items())
+        console.print(f"search: {chosen}. {search_sentence(search)}", highlight=False)
+    from rich.markup import escape
+
+    for warning in (metrics.get("budget") or {}).get("warnings", []):
+        console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
     if metrics.get("frontier"):
         from rich.table import Table
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 #: The folder a job lives in says what it is (``teachers/<hash>``, ``students/<hash>/seed-3``).
-JOB_TYPES = {"teachers": "teacher", "students": "student", "controls": "control"}
+JOB_TYPES = {"teachers": "teacher", "students": "student", "controls": "control",
+             "students-search": "student-trial", "controls-search": "control-trial"}  # student.search trials
 STATE_FILE = "tracking.json"
 
 

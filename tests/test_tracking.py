@@ -25,6 +25,7 @@ def test_job_types_come_from_the_job_folder(tmp_path):
     assert infer_job_type(tmp_path / "teachers" / "ab12", "big-one") == "teacher"
     assert infer_job_type(tmp_path / "students" / "ab12" / "seed-3", "student-s3") == "student"
     assert infer_job_type(tmp_path / "controls" / "ab12" / "seed-3", "x") == "control"
+    assert infer_job_type(tmp_path / "students-search" / "ab12", "student-trial0-s101") == "student-trial"
     assert infer_job_type(tmp_path / "elsewhere", "report") == "report"
 
 

@@ -19,6 +19,7 @@ from ..scores import glue_score as _glue_score
 from ..scores import mean_std
 from .context import RunContext, selection_info
 from .graph import Unit
+from .search import evaluation_block, training_budget, trial_ids
 from .units import aggregate, data_fields, job_result, member_logits, teacher_model_dir
 from .variants import has_variants, student_variants
 
@@ -31,6 +32,7 @@ def plan_evaluate(ctx: RunContext) -> list[Unit]:
         deps += tuple(v.unit_id("student", s) for s in ctx.student_seeds())
         if r.model.student.control:
             deps += tuple(v.unit_id("control", s) for s in ctx.student_seeds())
+    deps += trial_ids(ctx)  # the report's table of tried settings
     # "format": what evaluation.json holds (2: dev outputs of every model, the comparison block, job folders)
     fields = {"format": 2, "evaluation": r.resolved["evaluation"], "names": [m.name for m in members],
               "data": data_fields(ctx)["fingerprints"]}
@@ -178,6 +180,9 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
         if rel and u.stage in ("teachers", "student", "control") and rel not in out["jobs"].values():
             out["jobs"][u.label or u.id] = rel  # a control that variants share: once, by its first label
     out["selection"] = selection_info(ctx)
+    for key, block in (("search", evaluation_block(ctx, inputs)), ("budget", training_budget(ctx, inputs))):
+        if block:
+            out[key] = block
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
     if ctx.recipe.model.evaluation.serving and ctx.main and members and student_dirs:
@@ -359,7 +364,7 @@ def build_metrics(ev: dict, score_tasks: list[str] | None = None) -> dict:
         from .variants import variant_metrics
 
         out["variants"], out["frontier"] = variant_metrics(ev, glue_score)
-    for key in ("comparison", "selection"):
+    for key in ("comparison", "selection", "search", "budget"):
         if ev.get(key):
             out[key] = ev[key]
     if "serving" in ev:

@@ -27,9 +27,11 @@ GRAPH: dict[str, tuple[str, ...]] = {
     "teachers": (),
     "logits": ("teachers",),
     "soft-targets": ("logits",),
-    "student": ("soft-targets", "teachers"),
-    "control": ("teachers",),
-    "evaluate": ("teachers", "logits", "student", "control"),
+    "student-search": ("soft-targets", "teachers"),  # student.search trials (mtkd.stages.search)
+    "student": ("soft-targets", "teachers", "student-search"),
+    "control-search": ("teachers",),
+    "control": ("teachers", "control-search"),
+    "evaluate": ("teachers", "logits", "student", "control", "student-search", "control-search"),
     "report": ("evaluate",),
 }
 STAGE_NAMES = tuple(GRAPH)
@@ -75,6 +77,8 @@ class Unit:
     label: str = ""  # what the user reads ("teacher-0", "student seed 1")
     data: Any = None  # whatever the run function needs (a Member, a seed)
     folder_name: Callable[[str], str] | None = None  # folder name from the key (default: the key)
+    search: dict | None = None  # a search trial's setting, or a confirmation's trials (mtkd.stages.search)
+    resolve: Callable | None = None  # (ctx, unit, units) just before keying: fields from finished units (a choice)
 
     # filled in by execute()
     key: str = ""
@@ -153,6 +157,8 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
         first_of: dict[str, Unit] = {}  # folder -> the first unit planned with it
         aliases: list[tuple[Unit, Unit]] = []  # (unit, the unit with the same key that does its work)
         for u in todo:
+            if u.resolve is not None:  # e.g. the setting a search chose, from the trials done before
+                u.resolve(ctx, u, units)
             u.key = unit_key(u, digests)
             if not u.folder_prefix:  # an outside file: nothing to run or store
                 u.digest = u.external["content"]

@@ -31,6 +31,7 @@ from .context import (
     run_job,
 )
 from .graph import NO_KEY_TRAINING, Stage, Unit
+from .search import confirmations, job_name, plan_trials, run_trial, trial_outputs, unit_config
 from .store import content_digest, folder_files
 
 # ---------------------------------------------------------------- recipe fields in keys
@@ -360,11 +361,11 @@ def _student_units(ctx: RunContext, kind: str) -> list[Unit]:
 
 
 def plan_students(ctx: RunContext) -> list[Unit]:
-    return _student_units(ctx, "student")
+    return confirmations(ctx, _student_units(ctx, "student"))
 
 
 def plan_controls(ctx: RunContext) -> list[Unit]:
-    return _student_units(ctx, "control")
+    return confirmations(ctx, _student_units(ctx, "control"))
 
 
 def _init_from(ctx: RunContext, inputs: dict, variant) -> Path | None:
@@ -390,8 +391,8 @@ def run_student(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     objs = {t: (student_obj[t] if t in soft else hard[t]) for t in ctx.tasks}
     teachers = [teacher_model_dir(ctx, inputs[f"teacher:{m.index}"]) for m in ctx.members()] \
         if uses_hidden_states(ctx, variant.objective) else []
-    job = make_job(ctx, variant.job_name("student", seed), out_dir, variant.config, seed, objs, soft=soft,
-                   init_from=_init_from(ctx, inputs, variant), teacher_models=teachers)
+    job = make_job(ctx, job_name(variant.job_name("student", seed), unit), out_dir, unit_config(variant.config, unit),
+                   seed, objs, soft=soft, init_from=_init_from(ctx, inputs, variant), teacher_models=teachers)
     result = run_job(ctx, job)
     return {"seed": seed, "model": job_model_dir(out_dir, result).name}
 
@@ -400,8 +401,8 @@ def run_control(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dic
     r = ctx.recipe
     variant, seed = unit.data
     hard = objectives(r, r.resolved["objective"], "objective", ctx.tasks)
-    job = make_job(ctx, variant.job_name("control", seed), out_dir, variant.config, seed, hard,
-                   init_from=_init_from(ctx, inputs, variant))
+    job = make_job(ctx, job_name(variant.job_name("control", seed), unit), out_dir, unit_config(variant.config, unit),
+                   seed, hard, init_from=_init_from(ctx, inputs, variant))
     result = run_job(ctx, job)
     return {"seed": seed, "model": job_model_dir(out_dir, result).name}
 
@@ -461,8 +462,12 @@ STAGES = [
           on_demand=True),
     Stage("soft-targets", plan_soft_targets, run_soft_targets, all_files,
           "aggregate the members' outputs into the student's targets (or use the user's file)"),
+    Stage("student-search", lambda ctx: plan_trials(ctx, "student"), run_trial, trial_outputs,
+          "student.search: each setting per trial seed, scored on the holdout", after=after_job),
     Stage("student", plan_students, run_student, job_outputs, "train the distilled student, one unit per seed",
           after=after_job),
+    Stage("control-search", lambda ctx: plan_trials(ctx, "control"), run_trial, trial_outputs,
+          "student.search for the control: the same settings and trial seeds", after=after_job),
     Stage("control", plan_controls, run_control, job_outputs, "the student's set-up on hard labels only, per seed",
           after=after_job),
     Stage("evaluate", plan_evaluate, run_evaluate, all_files, "every model's dev metrics and the serving cost"),
