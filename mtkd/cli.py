@@ -29,16 +29,29 @@ class MtkdGroup(click.Group):
         except MtkdError as exc:
             if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
                 raise
-            render_error(exc)
+            from .launch import record_worker_error
+
+            if not record_worker_error(rendered_error(exc)):  # a worker of --nproc: the launcher shows it once
+                render_error(exc)
             sys.exit(exc.exit_code)
 
 
-def render_error(exc: MtkdError) -> None:
+def render_error(exc: MtkdError, target: Console | None = None) -> None:
     for each in getattr(exc, "errors", None) or [exc]:
-        _render_one(each)
+        _render_one(each, target or console)
 
 
-def _render_one(exc: MtkdError) -> None:
+def rendered_error(exc: MtkdError) -> str:
+    """The error as ``render_error`` prints it (colours only where stderr is a terminal), as text."""
+    import io
+
+    buffer = io.StringIO()
+    render_error(exc, Console(file=buffer, force_terminal=console.is_terminal, color_system=console.color_system,
+                              width=console.width))
+    return buffer.getvalue()
+
+
+def _render_one(exc: MtkdError, console: Console = console) -> None:
     # Escaped (a path such as ``heads[default]`` is not rich markup) and never wrapped, so a long file
     # path or key path stays on one line and can be copied.
     where = exc.file or ""
@@ -202,11 +215,10 @@ def recipe():
 def recipe_validate(files, overrides, plugins):
     """Check recipes (both passes) and that their data sources, checkpoints and model folders exist;
     every problem found is reported, exit code 2 on the first invalid recipe."""
-    from .recipe import check_sources, load_recipe
+    from .recipe import load_recipe
 
     for f in files:
-        r = load_recipe(f, overrides, extra_plugins=plugins)
-        check_sources(r)
+        r = load_recipe(f, overrides, extra_plugins=plugins, check_files=True)
         out.print(f"[green]ok[/] {escape(str(f))} [dim](hash {r.hash})[/]", highlight=False, soft_wrap=True)
         from .stages.search import recipe_notes
 
@@ -347,7 +359,7 @@ def recipe_run(file, overrides, plugins, stage, force, output, nproc, quiet):
         from .progress import silence_libraries
 
         silence_libraries()
-    r = load_recipe(file, overrides, extra_plugins=plugins)
+    r = load_recipe(file, overrides, extra_plugins=plugins, check_files=True)  # every problem at once
     from .extras import check_recipe_extras
 
     check_recipe_extras(r.resolved, file=r.file)  # DeepSpeed asked for, not installed: name the extra
@@ -483,7 +495,8 @@ def runs_gc(run_dirs, dry_run):
     """Free space in run folders (default: every one under ./runs) without losing anything a run reuses.
 
     Removes the model folder a finished job does not use (final/ when it keeps best/), finished jobs'
-    resumable checkpoints and what stopped runs left (*.staging, *.old, *.tmp).
+    resumable checkpoints, what stopped runs left (*.staging, *.old, *.tmp), and stage units that neither a
+    finished recipe version nor the latest one run uses (e.g. teachers of a version changed before it finished).
     """
     from .stages.gc import run_gc
     from .stages.versions import find_run_dirs

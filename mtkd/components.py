@@ -178,6 +178,46 @@ class Logger(Protocol):
 
 
 @dataclass
+class DevData:
+    """A labelled dev split a serving format is scored on (the evaluate stage's first dev split of the task)."""
+
+    task: Any  # the mtkd.components.Task
+    split: str
+    rows: Any  # a datasets.Dataset
+    max_length: int = 128
+    cache_dir: str | None = None
+
+
+@dataclass
+class PreparedFormat:
+    """A model converted to one serving format: ``run(batch) -> [B, C] logits`` (torch or numpy) on
+    mtkd's padded batches, its ``size_bytes`` on disk, and ``dev``: ``{checkpoint_score, score,
+    score_change, ...}`` on the dev split (x100), or ``None``."""
+
+    run: Any
+    size_bytes: int
+    dev: dict | None = None
+
+
+@runtime_checkable
+class ServingFormat(Protocol):
+    """A deployable form of a trained model (ONNX, int8...) timed beside eager PyTorch in the report.
+
+    ``check()`` raises :class:`mtkd.extras.MissingExtraError` when an optional dependency is missing
+    (called while the recipe is checked, before anything runs). ``prepare`` converts the model folder's
+    ``task`` into ``workdir`` (a temporary folder) and scores it on ``dev``; ``requests`` is the dataset the
+    timed batches come from (a batch's ``positions`` index it: for a format that tokenises the raw texts
+    itself). An input it cannot convert (an unsupported head, say) is an :class:`mtkd.errors.MtkdError`,
+    shown in the report's row.
+    """
+
+    def check(self) -> None: ...
+
+    def prepare(self, model_dir, task: str, workdir, *, dev: DevData, requests=None,
+                threads: int | None = None) -> PreparedFormat: ...
+
+
+@dataclass
 class Registration:
     """What a ``register`` call recorded (see ``mtkd.registry``)."""
 

@@ -35,11 +35,23 @@ def require(module: str, *, extra: str, feature: str, file=None, path: str | Non
 
 
 def check_recipe_extras(resolved: dict, *, file=None) -> None:
-    """What the recipe asks for that needs an extra (DeepSpeed), checked while the recipe is validated."""
+    """What the recipe asks for that needs an extra (DeepSpeed; a serving format's runtime), checked before a run."""
     strategy = (resolved.get("scaling") or {}).get("strategy")
     if strategy in STRATEGY_EXTRAS:
         module, extra = STRATEGY_EXTRAS[strategy]
         require(module, extra=extra, feature=f"scaling.strategy: {strategy}", file=file, path="scaling.strategy")
+    evaluation = resolved.get("evaluation") or {}
+    if evaluation.get("serving", True):
+        from .plugins import get_registries
+
+        formats = get_registries().serving_formats
+        for i, name in enumerate(evaluation.get("serving_formats") or ()):
+            if name != "eager":  # each format knows its own optional dependencies
+                try:
+                    formats.create(name).check()
+                except MissingExtraError as exc:
+                    exc.file, exc.path = str(file) if file else None, f"evaluation.serving_formats[{i}]"
+                    raise
 
 
 def _version(dist: str) -> str | None:

@@ -52,5 +52,11 @@ def register_loggers(register):
 
 
 @hookspec
+def register_serving_formats(register):
+    """Register deployable model formats the report's serving section times: ``factory(params) ->
+    mtkd.components.ServingFormat``."""
+
+
+@hookspec
 def register_commands(cli):
     """Add Click commands or groups to the ``mtkd`` command-line group ``cli``."""

@@ -16,6 +16,8 @@ import sys
 from .errors import MtkdError
 
 EXPECTED = "MTKD_EXPECTED_WORLD_SIZE"
+#: a folder where each worker of ``--nproc`` leaves its error message (``<rank>.txt``) for the launcher to show once
+WORKER_ERRORS = "MTKD_WORKER_ERRORS"
 SHUTDOWN_TIMEOUT = 600  # seconds torchrun waits for stopped workers before killing them
 
 
@@ -46,10 +48,14 @@ def maybe_relaunch(nproc: int) -> bool:
         return False
     if nproc <= 1:
         return False
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    import tempfile
+
+    # mtkd.torchrun: torchrun without its traceback when the workers stopped on an mtkd error
+    cmd = [sys.executable, "-m", "mtkd.torchrun", "--standalone", f"--nproc_per_node={nproc}",
            # torchrun's default 30 s before SIGKILL is too short to finish a step and write a checkpoint.
            f"--shutdown-timeout={SHUTDOWN_TIMEOUT}", "-m", "mtkd", *_strip_nproc(sys.argv[1:])]
-    env = {**os.environ, EXPECTED: str(nproc)}
+    errors = tempfile.TemporaryDirectory(prefix="mtkd-errors-")
+    env = {**os.environ, EXPECTED: str(nproc), WORKER_ERRORS: errors.name}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     # Its own session: a terminal's Ctrl-C reaches torchrun once (from here), not twice.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -68,11 +74,39 @@ def maybe_relaunch(nproc: int) -> bool:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    with errors:
+        show_worker_errors(errors.name)
     if signals:
         sys.exit(130)
     if code:
         sys.exit(code)
     return True
+
+
+def record_worker_error(text: str) -> bool:
+    """In a worker of ``--nproc``: leave the rendered error for the launcher (which shows each distinct one
+    once) instead of printing it N times; False outside such a worker."""
+    folder = os.environ.get(WORKER_ERRORS)
+    if not folder or "LOCAL_RANK" not in os.environ or not os.path.isdir(folder):
+        return False
+    path = os.path.join(folder, f"{int(os.environ.get('RANK', '0')):05d}.txt")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    return True
+
+
+def show_worker_errors(folder: str) -> None:
+    """The workers' error messages, each distinct one once, in rank order, on stderr."""
+    shown: list[str] = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".txt"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                text = f.read()
+            if text not in shown:
+                shown.append(text)
+                sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def _die_with_parent() -> None:

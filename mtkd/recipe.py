@@ -8,6 +8,7 @@ the plugin registering NAME declared, and fills in its defaults. The result is a
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import hashlib
@@ -266,6 +267,10 @@ class Evaluation(_Strict):
     serving: bool = True
     serving_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32], min_length=1)
     serving_examples: int = Field(128, gt=0)
+    serving_formats: list[str] = Field(
+        default_factory=lambda: ["eager"], min_length=1,
+        description="the student's formats timed in the report's serving section: `eager` (PyTorch, always "
+                    "measured) and formats plugins register (mtkd_hf: `onnx`, `int8`; the `serve` extra)")
     selection: Literal["dev"] | HoldoutSelection = Field(
         "dev", description="the split that picks checkpoints, aggregator weights and gates: `dev`, or "
                            "{holdout: FRACTION} carved from each task's training data (dev is then only reported)")
@@ -292,12 +297,23 @@ class Evaluation(_Strict):
             raise ValueError(f"the holdout fraction must be between 0 and 1 (exclusive), got {value['holdout']!r}")
         return {"holdout": fraction}
 
+    @field_validator("serving_formats")
+    @classmethod
+    def _distinct_formats(cls, value):
+        twice = sorted({f for f in value if value.count(f) > 1})
+        if twice:
+            raise ValueError(f"each format once; listed twice: {', '.join(twice)}")
+        return value
+
     @model_serializer(mode="wrap")
     def _omit_default_selection(self, handler):
-        """``selection: dev`` (the default) stays out of the resolved recipe, so earlier runs' hashes hold."""
+        """``selection: dev`` and ``serving_formats: [eager]`` (the defaults) stay out of the resolved recipe,
+        so earlier runs' hashes hold."""
         data = handler(self)
         if isinstance(data, dict) and data.get("selection") == "dev":
             data.pop("selection")
+        if isinstance(data, dict) and data.get("serving_formats") == ["eager"]:
+            data.pop("serving_formats")
         for key in ("score_tasks", "exclude_from_score"):  # unset: earlier runs' evaluation keys hold
             if isinstance(data, dict) and data.get(key) is None:
                 data.pop(key, None)
@@ -589,7 +605,9 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
+def load_recipe(path, overrides=(), *, extra_plugins=(), check_files: bool = False) -> Recipe:
+    """The validated recipe; ``check_files``: also that its data sources, checkpoints and model folders exist
+    (``check_sources``), every problem reported at once."""
     path = Path(path)
     origins: dict = {}
     raw = load_raw(path, origins=origins)
@@ -599,7 +617,7 @@ def load_recipe(path, overrides=(), *, extra_plugins=()) -> Recipe:
     for assignment in overrides:
         set_paths.append(apply_override(raw, assignment))
     recipe = validate_recipe(raw, file=path, set_paths=set_paths, extra_plugins=extra_plugins,
-                             plugin_origins=origins)
+                             plugin_origins=origins, check_files=check_files)
     recipe.overrides = tuple(overrides)
     return recipe
 
@@ -628,7 +646,7 @@ def _announce_plugins(specs, file, origins: dict | None, stored: bool = False) -
 
 
 def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plugin_origins=None,
-                    stored: bool = False) -> Recipe:
+                    stored: bool = False, check_files: bool = False) -> Recipe:
     """``stored``: the recipe comes from a run folder (``recipe.json``), not from the user: its ``plugins:``
     are never imported (give them with --plugin) and the result is not ``user_trusted``."""
     raw = copy.deepcopy(raw)
@@ -636,7 +654,7 @@ def validate_recipe(raw: dict, *, file=None, set_paths=(), extra_plugins=(), plu
     _announce_plugins(raw.get("plugins"), file, plugin_origins, stored)
     while True:
         try:
-            recipe = _validate_once(raw, file=file, extra_plugins=extra_plugins, stored=stored)
+            recipe = _validate_once(raw, file=file, extra_plugins=extra_plugins, stored=stored, check_files=check_files)
             recipe.user_trusted = not stored
             return recipe
         except RecipeError as exc:
@@ -660,25 +678,38 @@ def _get_at(data, parts):
     return data
 
 
-def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> Recipe:
-    # Pass 1: the recipe's shape.
+def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False, check_files: bool = False) -> Recipe:
+    # Pass 1: the recipe's shape. Its errors are kept, and the rest is checked with the bad values left out
+    # (their defaults), so that one run of `recipe validate` reports every problem it can find.
+    shape_error = None
     try:
         model = RecipeModel.model_validate(raw)
     except ValidationError as exc:
-        raise recipe_error(exc, file=file, model=RecipeModel) from None
+        shape_error = recipe_error(exc, file=file, model=RecipeModel)
+        model = _without_bad_values(raw, exc)
+        if model is None:
+            raise shape_error from None
     # The recipe's `plugins:` are relative to the recipe; --plugin paths to the working directory.
     refused = model.plugins if (stored or recipe_plugins_refused()) else []
     if not refused:
         load_plugins(model.plugins, file=file)
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
-    # Pass 2: every component against the params its plugin registered.
-    token = _COLLECTED.set([])  # bad components are collected, so that all of them are reported at once
+    # Pass 2: every component against the params its plugin registered; then the files the recipe names.
+    token = _COLLECTED.set([])  # every independent problem is collected, so that all are reported at once
     try:
-        try:
-            _second_pass(model, resolved, file)
-        except UnknownComponentError as exc:
-            if refused:
+        bad_tasks: set[int] = set()
+        with _collecting():
+            _second_pass(model, resolved, file, bad_tasks)
+        if check_files:
+            with _collecting():
+                check_sources(Recipe(model, resolved, Path(file) if file else None), skip_tasks=bad_tasks)
+        collected = _COLLECTED.get()
+    finally:
+        _COLLECTED.reset(token)
+    if refused:
+        for exc in collected:
+            if isinstance(exc, UnknownComponentError):
                 exc.message += (f" (the recipe's plugins {', '.join(map(str, refused))} were not loaded and may "
                                 "provide it)")
                 exc.hint = ("a run folder's recipe never loads code: review the plugin and name it with --plugin, "
@@ -686,17 +717,49 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False) -> R
                             f"recipe plugins are refused because {NO_RECIPE_PLUGINS} is set (or "
                             "--no-recipe-plugins): review their code and run without it, or install the plugin and "
                             "name it with --plugin")
-            raise
+    if shape_error is not None or collected:
+        raise _all_at_once([e for e in (shape_error,) if e is not None] + collected)
+    return Recipe(model, resolved, Path(file) if file else None)
+
+
+def _without_bad_values(raw: dict, exc: ValidationError) -> RecipeModel | None:
+    """The recipe with every value pass 1 refused left out (so its default applies), if that validates;
+    ``None`` when it does not (a required key was bad, or leaving a value out breaks something else)."""
+    trimmed = copy.deepcopy(raw)
+    for err in exc.errors():
+        if err.get("type") == "missing":
+            return None
+        holder, key, node = None, None, trimmed
+        for part in err.get("loc", ()):  # the deepest mapping key that exists (skips pydantic's union tags)
+            if isinstance(node, dict) and part in node:
+                holder, key, node = node, part, node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]  # a list item: the list's own key is what is left out
+            else:
+                break
+        if holder is None:
+            return None
+        holder.pop(key, None)
+    try:
+        return RecipeModel.model_validate(trimmed)
+    except ValidationError:
+        return None
+
+
+@contextlib.contextmanager
+def _collecting():
+    """While a recipe is validated: an error in the block is kept (reported with the others) and the checks
+    go on. A bug-like exception after an error was kept is dropped: it follows from that error."""
+    try:
+        yield
     except MtkdError as exc:
+        collected = _COLLECTED.get()
+        if collected is None:
+            raise
+        collected.append(exc)
+    except Exception:
         if not _COLLECTED.get():
             raise
-        raise _all_at_once([*_COLLECTED.get(), exc]) from None
-    else:
-        if _COLLECTED.get():
-            raise _all_at_once(_COLLECTED.get())
-    finally:
-        _COLLECTED.reset(token)
-    return Recipe(model, resolved, Path(file) if file else None)
 
 
 def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, file, path, context=None):
@@ -705,7 +768,7 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
         spec = Component.model_validate(spec)
     try:
         params = registry.validate_params(spec.type, spec.params, file=file, path=path, context=context)
-    except RecipeError as exc:
+    except MtkdError as exc:  # a bad parameter or an unknown type
         collected = _COLLECTED.get()
         if collected is None:
             raise
@@ -718,11 +781,17 @@ def _component(registry, spec: Component | dict, resolved_holder: dict, key, *, 
 _COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("mtkd_recipe_errors", default=None)
 
 
-def _all_at_once(errors: list[RecipeError]) -> RecipeError:
-    every = [each for e in errors for each in (getattr(e, "errors", None) or [e])]
-    first = errors[0]
-    if len(every) > 1:
-        first.errors = every
+def _all_at_once(errors: list[MtkdError]) -> MtkdError:
+    every, seen = [], set()
+    for each in (each for e in errors for each in (getattr(e, "errors", None) or [e])):
+        if (each.file, each.path, each.message) not in seen:  # two checks may find one problem
+            seen.add((each.file, each.path, each.message))
+            every.append(each)
+    first = every[0]
+    first.errors = every if len(every) > 1 else None
+    for each in every if len(every) > 1 else ():
+        if each.hint and each.hint.endswith("more problem(s) after this one"):
+            each.hint = None  # they are all shown, and pass 2 may have found more
     return first
 
 
@@ -742,19 +811,30 @@ def _check_data_keys(model: RecipeModel, reg, file) -> None:
                                        f"reads ({', '.join(claimed) or 'none registered'})", found=key)
 
 
-def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
+def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None = None) -> None:
+    """Every component and cross-field check; independent checks go on after an error (``_collecting``);
+    ``bad_tasks`` receives the index of every task entry that did not validate."""
     reg = get_registries()
     task_names = [t.name for t in model.tasks]
-    _check_data_keys(model, reg, file)
+    with _collecting():
+        _check_data_keys(model, reg, file)
     seen = set()
     for i, task in enumerate(model.tasks):
         # Case-blind: `rte` and `RTE` would share files on case-insensitive filesystems.
         if task.name.casefold() in seen:
-            raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
-                              expected="each task once, names differing in more than case (name a second "
-                                       "copy differently, with `type:`)")
+            with _collecting():
+                raise RecipeError("task listed twice", file=file, path=f"tasks[{i}].name", found=task.name,
+                                  expected="each task once, names differing in more than case (name a second "
+                                           "copy differently, with `type:`)")
         seen.add(task.name.casefold())
-        params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
+        try:
+            params = reg.tasks.validate_params(task.task_type, task.params, file=file, path=f"tasks[{i}]")
+        except MtkdError:
+            if bad_tasks is not None:
+                bad_tasks.add(i)
+            with _collecting():
+                raise
+            continue
         core = {k: v for k, v in resolved["tasks"][i].items() if k in TaskEntry.model_fields}
         core["type"] = task.task_type
         resolved["tasks"][i] = {**core, **params.model_dump(mode="json")}
@@ -770,10 +850,12 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
                                   found=key)
 
     _component(reg.encoders, model.encoder, resolved, "encoder", file=file, path="encoder")
-    check_task_keys(model.heads, "heads", allow_default=True)
+    with _collecting():
+        check_task_keys(model.heads, "heads", allow_default=True)
     if "default" not in model.heads:
-        raise RecipeError("missing the default head", file=file, path="heads.default",
-                          expected="a head spec such as {type: linear}")
+        with _collecting():
+            raise RecipeError("missing the default head", file=file, path="heads.default",
+                              expected="a head spec such as {type: linear}")
     for key, spec in model.heads.items():
         _component(reg.heads, spec, resolved["heads"], key, file=file, path=f"heads.{key}")
     for kind in ("classification", "regression"):
@@ -783,41 +865,55 @@ def _second_pass(model: RecipeModel, resolved: dict, file) -> None:
                path="training.sampling")
     for i, tracker in enumerate(model.logging.trackers):
         _component(reg.loggers, tracker, resolved["logging"]["trackers"], i, file=file, path=f"logging.trackers[{i}]")
+    for i, fmt in enumerate(model.evaluation.serving_formats):
+        if fmt != "eager":  # the core's own; the others come from plugins (`register_serving_formats`)
+            _component(reg.serving_formats, {"type": fmt}, {}, i, file=file, path=f"evaluation.serving_formats[{i}]")
 
     if model.teachers is not None:
         t = model.teachers
         for j, name in enumerate(t.tasks or []):
             if name not in task_names:
-                check_task_keys({name: None}, f"teachers.tasks[{j}]")
+                with _collecting():
+                    check_task_keys({name: None}, f"teachers.tasks[{j}]")
         facts = {"teacher_members": len(t.members)}
         _component(reg.aggregators, t.aggregation, resolved["teachers"], "aggregation", file=file,
                    path="teachers.aggregation", context=facts)
         _component(reg.aggregators, t.regression_aggregation, resolved["teachers"], "regression_aggregation",
                    file=file, path="teachers.regression_aggregation", context=facts)
         for i, member in enumerate(t.members):
-            _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
-                                resolved["teachers"]["members"][i])
-        _check_members(model, resolved, file)
+            with _collecting():
+                _validate_variation(model, resolved, member, f"teachers.members[{i}]", file, check_task_keys,
+                                    resolved["teachers"]["members"][i])
+        with _collecting():
+            _check_members(model, resolved, file)
     if model.student is not None:
         s = model.student
-        _validate_variation(model, resolved, s, "student", file, check_task_keys, resolved["student"])
+        with _collecting():
+            _validate_variation(model, resolved, s, "student", file, check_task_keys, resolved["student"])
         for j, seed in enumerate(s.seeds or []):
             if seed in (s.seeds or [])[:j]:
-                raise RecipeError(f"student seed {seed} is listed twice", file=file, path=f"student.seeds[{j}]",
-                                  expected="distinct seeds", found=seed,
-                                  hint="a seed listed twice is trained once and counted twice in mean ± std")
+                with _collecting():
+                    raise RecipeError(f"student seed {seed} is listed twice", file=file, path=f"student.seeds[{j}]",
+                                      expected="distinct seeds", found=seed,
+                                      hint="a seed listed twice is trained once and counted twice in mean ± std")
         for kind in ("classification", "regression"):
             _component(reg.losses, getattr(s.objective, kind), resolved["student"]["objective"], kind, file=file,
                        path=f"student.objective.{kind}")
         if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
-            raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
-                              expected="the index of a member in teachers.members", found=s.init_from_teacher)
+            with _collecting():
+                raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
+                                  expected="the index of a member in teachers.members", found=s.init_from_teacher)
         if s.variants:
-            _check_variants(model, resolved, file, check_task_keys)
-    _check_score_tasks(model, file)
-    _check_search(model, resolved, file)
-    _check_temperature(model, resolved, file)
-    _check_run_inputs(model, resolved, file)
+            with _collecting():
+                _check_variants(model, resolved, file, check_task_keys)
+    with _collecting():
+        _check_score_tasks(model, file)
+    with _collecting():
+        _check_search(model, resolved, file)
+    with _collecting():
+        _check_temperature(model, resolved, file)
+    with _collecting():
+        _check_run_inputs(model, resolved, file)
 
 
 def _scalar_annotation(annotation) -> bool:
@@ -1077,12 +1173,14 @@ def _validate_variation(model: RecipeModel, resolved: dict, variation, path: str
         return {k: full[k] for k in override if k in full}
 
     if variation.encoder:
-        target["encoder"] = component(reg.encoders, resolved["encoder"], variation.encoder, f"{path}.encoder")
+        with _collecting():  # the encoder, the heads and the training settings are reported independently
+            target["encoder"] = component(reg.encoders, resolved["encoder"], variation.encoder, f"{path}.encoder")
     if variation.heads:
-        check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
-        target["heads"] = {key: component(reg.heads, resolved["heads"].get(key, resolved["heads"]["default"]), spec,
-                                          f"{path}.heads.{key}")
-                           for key, spec in variation.heads.items()}
+        with _collecting():
+            check_task_keys(variation.heads, f"{path}.heads", allow_default=True)
+            target["heads"] = {key: component(reg.heads, resolved["heads"].get(key, resolved["heads"]["default"]),
+                                              spec, f"{path}.heads.{key}")
+                               for key, spec in variation.heads.items()}
     if variation.training:
         merged = deep_merge(resolved["training"], variation.training)
         try:
@@ -1290,10 +1388,37 @@ def _looks_like_local_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in value)
 
 
-def check_sources(recipe: Recipe) -> None:
+def _check_max_length(recipe: Recipe, encoders, reg, problems: list) -> None:
+    """``data.max_length`` within every encoder's input limit, where its plugin can tell it before loading
+    (``register(..., max_input_length=fn)``, ``fn(params) -> int | None``)."""
+    max_length = recipe.resolved["data"]["max_length"]
+    base = recipe.resolved["encoder"]
+    tightest = None
+    for path, enc in encoders:
+        full = enc if path == "encoder" or enc.get("type") not in (None, base.get("type")) else deep_merge(base, enc)
+        try:
+            entry = reg.encoders.get(full.get("type"))
+            fn = entry.extra.get("max_input_length")
+            if fn is None:
+                continue
+            limit = fn(reg.encoders.validate_params(full["type"], {k: v for k, v in full.items() if k != "type"}))
+        except MtkdError:
+            continue  # a bad encoder spec: its own error is reported
+        if limit is not None and max_length > limit and (tightest is None or limit < tightest[0]):
+            tightest = (limit, path)
+    if tightest is not None:
+        limit, path = tightest
+        problems.append(RecipeError(f"data.max_length is longer than the encoder takes ({limit} tokens)",
+                                    file=recipe.file, path="data.max_length", expected=f"at most {limit}",
+                                    found=max_length, hint=f"the tokenizer of {path} takes at most {limit} tokens: "
+                                                           "longer inputs would index past its position embeddings"))
+
+
+def check_sources(recipe: Recipe, skip_tasks=()) -> None:
     """What ``run`` would refuse after loading: missing data files or folders (through each task's optional
     ``check_sources()``), teacher checkpoints, a soft-target file, a local model folder. Raises every
-    problem found at once (:class:`mtkd.errors.ManyErrors`)."""
+    problem found at once (:class:`mtkd.errors.ManyErrors`). ``skip_tasks``: indices of task entries that did not
+    validate (their own error is reported)."""
     from .components import TaskContext
     from .errors import ManyErrors
 
@@ -1302,6 +1427,8 @@ def check_sources(recipe: Recipe) -> None:
     data = recipe.resolved["data"]
     sources = {k: v for k, v in data.items() if k not in DATA_SETTINGS}
     for i, entry in enumerate(recipe.resolved["tasks"]):
+        if i in skip_tasks:
+            continue
         params = {k: v for k, v in entry.items() if k not in TaskEntry.model_fields}
         ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
                           resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
@@ -1343,5 +1470,14 @@ def check_sources(recipe: Recipe) -> None:
             value = enc.get(key)
             if isinstance(value, str) and _looks_like_local_path(value):
                 must_exist(value, f"{path}.{key}", "model folder")
+    _check_max_length(recipe, encoders, reg, problems)
+    merged: dict = {}  # one missing folder that several tasks read is one problem, naming every task
+    for p in problems:
+        key = (p.file, p.message, p.expected, repr(p.found))
+        if key in merged and p.path and merged[key].path:
+            merged[key].path += f", {p.path}"
+        else:
+            merged.setdefault(key, p)
+    problems = list(merged.values())
     if problems:
         raise problems[0] if len(problems) == 1 else ManyErrors(problems)

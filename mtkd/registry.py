@@ -20,10 +20,12 @@ KINDS = {
     "aggregators": "register_aggregators",
     "samplers": "register_samplers",
     "loggers": "register_loggers",
+    "serving_formats": "register_serving_formats",
 }
 
 SINGULAR = {"tasks": "task", "encoders": "encoder", "heads": "head", "losses": "loss",
-            "aggregators": "aggregator", "samplers": "sampler", "loggers": "logger"}
+            "aggregators": "aggregator", "samplers": "sampler", "loggers": "logger",
+            "serving_formats": "serving format"}
 
 
 class Registry:

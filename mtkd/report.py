@@ -123,6 +123,51 @@ def evidence_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _megabytes(size) -> str:
+    return f"{size / 1e6:,.1f}" if isinstance(size, (int, float)) else "–"
+
+
+def serving_lines(serving: dict | None) -> list[str]:
+    """The serving-cost table: the ensemble, the eager student and each other format of the student
+    (``evaluation.serving_formats``): parameters, size on disk, dev score of the timed task, throughput
+    and latency per batch size."""
+    if not serving:
+        return []
+    batches = [k for k in serving["student"] if k.startswith("batch_")]
+    lines = ["", f"## Serving cost ({serving['task']} {serving['split']}, {serving['examples']} examples)", "",
+             f"Dev score: {serving['task']}'s score on its dev split (x100); for a converted format, its change from "
+             "the checkpoint in brackets.", "",
+             "| model | parameters | size MB | dev score | "
+             + " | ".join(f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in batches) + " |",
+             "|---|---|---|---|" + "---|" * len(batches)]
+
+    def score(row, value) -> str:
+        if value is None:
+            return "–"
+        change = (row.get("dev") or {}).get("score_change")
+        return f"{value:.2f}" + (f" ({change:+.2f})" if change is not None else "")
+
+    dev = serving.get("dev_scores") or {}
+    rows = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"], dev.get("ensemble"))]
+    student = "student"
+    if serving.get("variants"):  # eager PyTorch; the first variant is the student the formats are made from
+        rows += [(f"student {n}", r, dev.get("student") if i == 0 else None)
+                 for i, (n, r) in enumerate(serving["variants"].items())]
+        student = f"student {next(iter(serving['variants']))}"
+    else:
+        rows.append(("student (eager)", serving["student"], dev.get("student")))
+    rows += [(f"{student} ({fmt})", row, row.get("dev_score")) for fmt, row in (serving.get("formats") or {}).items()]
+    for label, row, value in rows:
+        if "error" in row:
+            lines.append(f"| {label} | not measured: {row['error']} |" + " |" * (2 + len(batches)))
+            continue
+        cells = [f"{row[k]['examples_per_s']:.1f}, {row[k]['p50_ms']:.1f}, {row[k]['p95_ms']:.1f}" if k in row
+                 else "–" for k in batches]
+        lines.append(f"| {label} | {row['parameters']:,} | {_megabytes(row.get('size_bytes'))} | {score(row, value)} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def describe_setting(setting: dict) -> str:
     """``epochs=3, lr=0.0001``: a searched training setting."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())
@@ -240,19 +285,7 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     lines += evidence_lines(metrics)
     lines += frontier_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
-    serving = metrics.get("serving")
-    if serving:
-        lines += ["", f"## Serving cost ({serving['task']} {serving['split']}, {serving['examples']} examples)", "",
-                  "| model | parameters | " + " | ".join(
-                      f"batch {k.split('_')[1]}: ex/s, p50 ms, p95 ms" for k in serving["student"] if k.startswith("batch_"))
-                  + " |", "|---|---|" + "---|" * sum(1 for k in serving["student"] if k.startswith("batch_"))]
-        models = [(f"ensemble ({serving['ensemble']['members']} members)", serving["ensemble"])]
-        models += [(f"student {n}", s) for n, s in serving["variants"].items()] if serving.get("variants") else \
-            [("student", serving["student"])]
-        for label, s in models:
-            cells = [f"{v['examples_per_s']:.1f}, {v['p50_ms']:.1f}, {v['p95_ms']:.1f}" for k, v in s.items()
-                     if k.startswith("batch_")]
-            lines.append(f"| {label} | {s['parameters']:,} | " + " | ".join(cells) + " |")
+    lines += serving_lines(metrics.get("serving"))
     if metrics.get("timings"):
         lines += ["", "## Wall time per stage (the run that evaluated; stages it reused take ~0 s)", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in metrics["timings"].items()]
@@ -307,4 +340,7 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
         bs = max(int(k.split("_")[1]) for k in s if k.startswith("batch_"))
         console.print(f"serving: ensemble {e['parameters']:,} params, student {s['parameters']:,}; "
                       f"batch {bs}: {e[f'batch_{bs}']['examples_per_s']:.1f} vs "
-                      f"{s[f'batch_{bs}']['examples_per_s']:.1f} examples/s", highlight=False)
+                      f"{s[f'batch_{bs}']['examples_per_s']:.1f} examples/s"
+                      + "".join(f"; student {fmt} {row[f'batch_{bs}']['examples_per_s']:.1f}"
+                                for fmt, row in (serving.get("formats") or {}).items() if f"batch_{bs}" in row),
+                      highlight=False)

@@ -167,7 +167,9 @@ def save(folder: Path, *, accelerator, model, optimizer, state: dict, extras=Non
     elif main:
         from safetensors.torch import save_model
 
-        save_model(accelerator.unwrap_model(model), str(folder / MODEL_NAME))
+        from .strategies import unwrap
+
+        save_model(unwrap(accelerator, model), str(folder / MODEL_NAME))
         _write_state(folder, OPTIMIZER_NAME, optimizer.state_dict())
     if main and extras is not None and len(extras):
         from safetensors.torch import save_model as save_module
@@ -196,8 +198,10 @@ def load(folder: Path, *, accelerator, model, optimizer, extras=None) -> dict:
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
+        from .strategies import unwrap
+
         try:
-            load_model(accelerator.unwrap_model(model), str(folder / MODEL_NAME), strict=True)
+            load_model(unwrap(accelerator, model), str(folder / MODEL_NAME), strict=True)
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise _damaged(folder / MODEL_NAME, exc) from None
         saved = _read_state(folder, OPTIMIZER_NAME)

@@ -52,6 +52,7 @@ from .strategies import (  # noqa: F401  (check_hardware, fsdp_plugin: re-export
     linear_schedule,
     make_accelerator,
     make_optimizer,
+    unwrap,
     whole_models,
 )
 
@@ -336,7 +337,7 @@ class Trainer:
         if deepspeed:
             configure_deepspeed(acc, t)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.unwrapped = acc.unwrap_model(self.model)
+        self.unwrapped = unwrap(acc, self.model)
         self.absent_heads = AbsentHeads(self.optimizer) if deepspeed and multi_task else None
         self.window_heads: set[str] = set()
         self.tracker = Tracker(run_dir=job.out_dir, job=job.name, group=self.group,

@@ -295,6 +295,8 @@ CASES = [
     Case("serving-examples-zero", validate("evaluation.serving_examples=0"), ("evaluation.serving_examples", GT0)),
     Case("max-length-zero", validate("data.max_length=0"), ("data.max_length", "greater than 8")),
     Case("max-length-beyond-the-encoder", run("--set", "data.max_length=4096"), ("data.max_length", "at most 512")),
+    Case("max-length-beyond-the-encoder-at-validation", validate("data.max_length=4096"),
+         ("data.max_length", "at most 512", "4096")),
     Case("max-train-examples-zero", validate("tasks[0].max_train_examples=0"),
          ("tasks[0].max_train_examples", GT0)),
     Case("nproc-zero", validate("scaling.nproc=0"), ("scaling.nproc", GT0)),
@@ -425,10 +427,14 @@ CASES = [
          ("g.txt", "a folder or a Hugging Face dataset id")),
     Case("glue-folder-empty", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write("eg/x", "").parent)})),
          ("eg", "not a GLUE data folder", "RTE/train.tsv")),
-    Case("glue-tsv-not-text", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write(
-        "gb/RTE/train.tsv", b"\xff\xfe\x00\x01").parent.parent)})), ("gb/RTE/train.tsv", "UTF-8")),
-    Case("glue-parquet-garbage", run(recipe=lambda c: c.write_recipe(data={"glue": str(c.write(
-        "pq/rte/train-00000-of-00001.parquet", "garbage").parent.parent)})), ("pq", "rte/train-00000-of-00001")),
+    # (with a dev file too: a missing split is refused before any file is read)
+    Case("glue-tsv-not-text", run(recipe=lambda c: c.write("gb/RTE/dev.tsv", b"\xff") and c.write_recipe(
+        data={"glue": str(c.write("gb/RTE/train.tsv", b"\xff\xfe\x00\x01").parent.parent)})),
+        ("gb/RTE/train.tsv", "UTF-8")),
+    Case("glue-parquet-garbage", run(recipe=lambda c: c.write("pq/rte/validation-00000-of-00001.parquet", "garbage")
+                                     and c.write_recipe(data={"glue": str(c.write(
+                                         "pq/rte/train-00000-of-00001.parquet", "garbage").parent.parent)})),
+         ("pq", "rte/train-00000-of-00001")),
     Case("glue-header-only-train", run(recipe=lambda c: (
         c.glue_copy() / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n") and c.write_recipe(
         data={"glue": str(c.tmp / "glue"), "max_length": 32})), ("RTE", "train.tsv", "no rows")),
@@ -477,7 +483,7 @@ CASES = [
         **TINY_ENCODER, "config_overrides": {"hiden_size": 32}})),
          ("encoder.config_overrides.hiden_size", "did you mean 'hidden_size'")),
     Case("encoder-folder-missing", run(recipe=lambda c: c.write_recipe(encoder={"type": "hf", "model": "./nowhere/"})),
-         ("./nowhere/", "not found", "an existing folder")),
+         ("./nowhere/", "not found", "an existing path")),
     # ---- command line
     Case("plugins-list-missing-plugin", lambda c: ["plugins", "list", "--plugin", "nope.py"],
          ("plugins", "nope.py", "a path to a .py file")),

@@ -256,6 +256,14 @@ def check_before_training(ctx: RunContext) -> None:
     for training, where in trainings:
         check_hardware(recipe.resolved["scaling"], training, file=recipe.file, training_path=where, tasks=train_tasks)
         check_selection(training, task_objs, file=recipe.file, training_path=where)
+    from ..strategies import slow_bf16_warning
+
+    bf16 = [where for training, where in trainings if training["precision"] == "bf16"]
+    if bf16 and recipe.resolved["training"]["precision"] == "bf16":  # set once for all: name that setting
+        bf16 = ["training"]
+    warning = slow_bf16_warning(bf16)
+    if warning and ctx.main:  # once per run, not per job
+        ctx.progress.message(warning)
     for v in variants:
         objectives(recipe, v.objective, f"{v.path}.objective", ctx.tasks)
     objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)

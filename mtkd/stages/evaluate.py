@@ -186,6 +186,11 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
     out["teacher_train_seconds"] = [job_result(ctx, t)["train_seconds"] if t.folder_prefix else None
                                     for t in teachers]
     if ctx.recipe.model.evaluation.serving and ctx.main and members and student_dirs:
+        from ..scores import task_score
+
+        name = next(n for n, tb in ctx.tasks.items() if tb.evals)
+        scores = {"student": task_score(out["students"][0][name]) if name in out["students"][0] else None,
+                  "ensemble": task_score(out["ensemble"][name]) if name in out["ensemble"] else None}
         # One benchmark per architecture: variants that differ only in training or objective cost the same, and
         # timing them apart would let measurement noise rank them on the frontier.
         arch = {v.name: content_hash({k: v.config[k] for k in ("encoder", "heads")}) for v in variants}
@@ -194,7 +199,7 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
             first_of.setdefault(arch[v.name], v.name)
         out["serving"] = measure_serving(ctx, [teacher_model_dir(ctx, t) for t in teachers], student_dirs[0],
                                          {n: per_variant[n]["dirs"][0] for n in first_of.values()
-                                          if n != variants[0].name} if "variants" in out else None)
+                                          if n != variants[0].name} if "variants" in out else None, scores=scores)
         if "variants" in out:
             measured = {variants[0].name: out["serving"]["student"], **out["serving"].pop("others")}
             out["serving"]["variants"] = {v.name: measured[first_of[arch[v.name]]] for v in variants}
@@ -213,9 +218,10 @@ def parameter_count(ctx: RunContext, model_dir: Path) -> int:
 
 
 def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path,
-                    others: dict[str, Path] | None = None) -> dict:
-    """Parameters, throughput and latency (p50/p95) of the K-member ensemble against the student (and
-    ``others``: more student variants by name, under ``"others"``)."""
+                    others: dict[str, Path] | None = None, scores: dict | None = None) -> dict:
+    """Parameters, size on disk, throughput and latency (p50/p95) of the K-member ensemble against the student
+    (and ``others``: more student variants by name, under ``"others"``), eager and, for the student, in each
+    other format of ``evaluation.serving_formats``; ``scores``: dev scores of the ensemble and student (x100)."""
     import torch
 
     from ..data import eval_batches, tokenize_split
@@ -229,34 +235,91 @@ def measure_serving(ctx: RunContext, teacher_dirs: list[Path], student_dir: Path
     precision = ctx.recipe.resolved["training"]["precision"]
     head = tb.task.head_task or name
 
-    def bench(dirs: list[Path]) -> dict:
-        models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in dirs]
-        tok = tokenize_split(tb.task, split, models[0].encoder.tokenizer, max_length=ctx.recipe.model.data.max_length,
+    def batches_for(tokenizer) -> dict:
+        tok = tokenize_split(tb.task, split, tokenizer, max_length=ctx.recipe.model.data.max_length,
                              cache_dir=ctx.recipe.model.data.cache_dir, dataset=ds)
-        pad = models[0].encoder.tokenizer.pad_token_id or 0
-        result = {"parameters": int(sum(count_parameters(m) for m in models)), "members": len(models)}
-        for bs in ev.serving_batch_sizes:
-            batches = list(eval_batches(tok, batch_size=bs, pad_token_id=pad, sort_by_length=False))
+        pad = tokenizer.pad_token_id or 0
+        return {bs: list(eval_batches(tok, batch_size=bs, pad_token_id=pad, sort_by_length=False))
+                for bs in ev.serving_batch_sizes}
+
+    def timed(call, batches: dict) -> dict:
+        result = {}
+        for bs, group in batches.items():
             times = []
-            with torch.no_grad(), autocast(precision, torch.device("cpu")):
-                for b in batches[:2]:  # warm-up
-                    for m in models:
-                        m(head, **{k: b[k] for k in MODEL_INPUTS if k in b})
-                for b in batches:
-                    start = time.perf_counter()
-                    for m in models:
-                        m(head, **{k: b[k] for k in MODEL_INPUTS if k in b})
-                    times.append(time.perf_counter() - start)
+            for b in group[:2]:  # warm-up
+                call(b)
+            for b in group:
+                start = time.perf_counter()
+                call(b)
+                times.append(time.perf_counter() - start)
             times_ms = np.array(times) * 1000
-            result[f"batch_{bs}"] = {"examples_per_s": float(len(tok) / max(sum(times), 1e-9)),
+            result[f"batch_{bs}"] = {"examples_per_s": float(len(ds) / max(sum(times), 1e-9)),
                                      "p50_ms": float(np.percentile(times_ms, 50)),
                                      "p95_ms": float(np.percentile(times_ms, 95))}
         return result
+
+    def bench(dirs: list[Path]) -> dict:
+        models = [load_model(d, allow_code=recipe_allows_code(ctx.recipe)).eval() for d in dirs]
+
+        def call(b):
+            with torch.no_grad(), autocast(precision, torch.device("cpu")):
+                for m in models:
+                    m(head, **{k: b[k] for k in MODEL_INPUTS if k in b})
+        return {"parameters": int(sum(count_parameters(m) for m in models)), "members": len(models),
+                "size_bytes": sum(_folder_bytes(d) for d in dirs),
+                **timed(call, batches_for(models[0].encoder.tokenizer))}
 
     out = {"task": name, "split": split, "examples": len(ds), "ensemble": bench(teacher_dirs),
            "student": bench([student_dir])}
     if others is not None:
         out["others"] = {n: bench([d]) for n, d in others.items()}
+    # apart from the rows: a variant's row may be shared by variants of one architecture, its score is not
+    out["dev_scores"] = {who: v for who, v in (scores or {}).items() if v is not None}
+    formats = [f for f in ev.serving_formats if f != "eager"]
+    if formats:
+        out["formats"] = _measure_formats(ctx, formats, student_dir, name, head, split, tb, ds, batches_for, timed,
+                                          out["student"]["parameters"])
+    return out
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _measure_formats(ctx: RunContext, formats: list[str], student_dir: Path, name: str, head: str, split: str, tb,
+                     requests, batches_for, timed, parameters: int) -> dict:
+    """The student in each plugin-provided serving format: converted into a temporary folder (scored on the
+    full dev split), then timed on the same requests as the eager rows. A model a format cannot convert
+    (an unsupported head, say) gets a row with the reason instead of failing the run."""
+    import tempfile
+
+    import torch
+
+    from ..components import DevData
+    from ..errors import MtkdError
+    from ..model import load_model, recipe_allows_code
+    from ..plugins import get_registries
+
+    reg = get_registries().serving_formats
+    data = ctx.recipe.model.data
+    dev = DevData(tb.task, split, tb.evals[split], max_length=data.max_length, cache_dir=data.cache_dir)
+    tokenizer = load_model(student_dir, allow_code=recipe_allows_code(ctx.recipe)).encoder.tokenizer
+    batches = batches_for(tokenizer)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="mtkd-serving-") as tmp:
+        for fmt in formats:
+            try:
+                prepared = reg.create(fmt).prepare(student_dir, head, Path(tmp) / fmt, dev=dev, requests=requests,
+                                                   threads=torch.get_num_threads())
+            except MtkdError as exc:
+                out[fmt] = {"error": exc.message}
+                ctx.progress.message(f"serving format {fmt}: not measured: {exc.message}")
+                continue
+            row = {"parameters": parameters, "size_bytes": int(prepared.size_bytes), **timed(prepared.run, batches)}
+            if prepared.dev:
+                row["dev"] = prepared.dev
+                row["dev_score"] = prepared.dev.get("score")
+            out[fmt] = row
     return out
 
 

@@ -186,6 +186,8 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
                     ctx.progress.message(f"{u.label or u.id}: {why}; recomputing it")
                 to_run.append(u)
             units[u.id] = u
+        if ctx.main and not resolve_only:  # what this version uses, so that gc never removes it
+            ctx.store.record_units(ctx.recipe.hash, [u.folder for u in cached])
         if not run_it:
             if to_run and not resolve_only:
                 u = to_run[0]
@@ -216,9 +218,10 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
             if ctx.main:
                 rel = ctx.store.rel(out_dir)
                 u.marker = ctx.store.write_marker(rel, stage=stage.name, key=u.key,
-                                                  outputs=stage.outputs(out_dir), info=info)
+                                                  outputs=stage.outputs(out_dir), info=info, recipe=ctx.recipe.hash)
                 if replacing:
                     ctx.store.swap_in(u.folder)
+                ctx.store.record_units(ctx.recipe.hash, [u.folder])
             state.wait_for_everyone()
             if not ctx.main:
                 u.marker = ctx.store.marker(u.folder)

@@ -24,6 +24,8 @@ from ..errors import CheckpointError, MtkdError
 from ..resumable import replace_dir
 
 MARKER = "mtkd-stage.json"
+#: ``versions/<recipe hash>.json``: the unit folders each recipe version used (``RunStore.record_units``)
+VERSIONS = "versions"
 LOCK = ".mtkd.lock"
 _CHUNK = 1 << 20
 
@@ -125,6 +127,17 @@ class RunStore:
         path = self.path(rel)
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+    def record_units(self, recipe_hash: str, folders) -> None:
+        """Add unit folders to ``versions/<recipe hash>.json``, the units this recipe version uses (run or reused),
+        and mark it the latest version run: ``mtkd runs gc`` keeps what a finished or the latest version uses."""
+        rel = f"{VERSIONS}/{recipe_hash}.json"
+        try:
+            old = self.read_json(rel) or {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}
+        units = sorted(set(old.get("units") or ()) | {f for f in folders if f})
+        self.write_json(rel, {"hash": recipe_hash, "units": units, "updated_ns": time.time_ns()})
+
     # ------------------------------------------------------------ the lock
 
     def acquire(self) -> None:
@@ -182,8 +195,10 @@ class RunStore:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    def write_marker(self, folder: str, *, stage: str, key: str, outputs: list[str], info: dict | None = None) -> dict:
-        """Record the unit's outputs (size and digest each) last: the unit is complete once this exists."""
+    def write_marker(self, folder: str, *, stage: str, key: str, outputs: list[str], info: dict | None = None,
+                     recipe: str | None = None) -> dict:
+        """Record the unit's outputs (size and digest each) last: the unit is complete once this exists.
+        ``recipe``: the hash of the recipe version that made it (``mtkd runs gc`` tells such units apart)."""
         base = self.path(folder)
         files = {}
         for name in outputs:
@@ -194,6 +209,8 @@ class RunStore:
             files[name] = {"size": st.st_size, "sha256": file_digest(p), "mtime_ns": st.st_mtime_ns}
         marker = {"stage": stage, "key": key, "outputs": files,
                   "digest": combine({n: f["sha256"] for n, f in files.items()}), "info": info or {}}
+        if recipe:
+            marker["recipe"] = recipe
         self.write_json(f"{folder}/{MARKER}", marker)
         return marker
 

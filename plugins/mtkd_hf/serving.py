@@ -2,8 +2,9 @@
 
 ``OnnxClassifier(folder)`` runs a folder written by ``mtkd export --format onnx`` (fp32 or int8) on
 already tokenised batches. ``measure_formats`` times a list of formats of one checkpoint on the same
-request batches (throughput, p50/p95 latency, size on disk): the benchmark script and the report's
-serving section call it.
+request batches (throughput, p50/p95 latency, size on disk): the benchmark script calls it. The
+serving formats ``onnx`` and ``int8`` (``OnnxFormat``, hook ``register_serving_formats``) give the
+report's serving section its ONNX Runtime rows (``evaluation.serving_formats``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import time
 from pathlib import Path
 
 from mtkd.errors import MtkdError
+from mtkd.extras import MissingExtraError
 
 #: the optional dependencies of the ONNX formats: ``pip install 'mtkd[serve]'``
 SERVE_EXTRA = "serve"
 ONNX_NAME = "model.onnx"
 RECORD_NAME = "mtkd_export.json"
-
-
-class MissingExtraError(MtkdError):
-    """An optional dependency group is not installed."""
 
 
 def require_serve():
@@ -187,3 +185,92 @@ def measure_formats(checkpoint, task: str, formats, dataset, *, batch_sizes=(1, 
             sizes[fmt] = folder_bytes(folder if folder is not None else checkpoint)
         timed = time_requests(systems, batches, rounds=rounds)
     return {fmt: {**timed[fmt], "size_bytes": sizes[fmt], "export": records.get(fmt)} for fmt in formats}
+
+
+# ---------------------------------------------------------------- the report's serving formats
+
+
+class OnnxFormat:
+    """The student exported to ONNX and run with ONNX Runtime (fp32, or int8 with ``quantize``)."""
+
+    def __init__(self, params=None, *, quantize: str | None = None):
+        self.quantize = quantize
+
+    def check(self) -> None:
+        from mtkd.extras import require
+
+        for module in ("onnx", "onnxruntime"):
+            require(module, extra=SERVE_EXTRA, feature=f"the {'int8' if self.quantize else 'onnx'} serving format")
+
+    def prepare(self, model_dir, task: str, workdir, *, dev, requests=None, threads: int | None = None):
+        """Export (checked as ``mtkd export`` checks: fp32 equal to the checkpoint; int8 scored on ``dev``,
+        its change reported, not refused: the report shows it) and an ONNX Runtime session on it."""
+        from mtkd.components import PreparedFormat
+
+        from .encoder import _quiet_transformers
+        from .export import DevSet, export_model
+
+        folder = Path(workdir) / ("int8" if self.quantize else "onnx")
+        with _quiet_transformers():  # no load reports or progress bars inside the evaluate stage's output
+            record = export_model(model_dir, task, folder, format="onnx", quantize=self.quantize,
+                                  dev=DevSet(dev.task, dev.split, dev.rows, max_length=dev.max_length,
+                                             cache_dir=dev.cache_dir),
+                                  allow_score_drop=True, threads=threads)
+        d = record.get("dev") or {}
+        scores = {"split": d.get("split"), "examples": d.get("examples"), "checkpoint_score": d.get("checkpoint_score"),
+                  "score": d.get("export_score"), "score_change": d.get("score_change"),
+                  "changed_predictions": d.get("changed_predictions"), "max_abs_diff": d.get("max_abs_diff")}
+        return PreparedFormat(run=OnnxClassifier(folder, threads=threads), size_bytes=folder_bytes(folder), dev=scores)
+
+
+class PipelineFormat:
+    """``transformers.pipeline("text-classification")`` on the student exported as a Hugging Face folder, fed the
+    raw texts (it tokenises inside each request): the baseline a user would otherwise deploy. Its weights are
+    the checkpoint's (the export is checked within 1e-5), so it has no dev score of its own."""
+
+    def __init__(self, params=None):
+        pass
+
+    def check(self) -> None:
+        pass  # transformers is one of mtkd's own dependencies
+
+    def prepare(self, model_dir, task: str, workdir, *, dev, requests=None, threads: int | None = None):
+        import torch
+        from transformers import pipeline
+
+        from mtkd.components import PreparedFormat
+
+        from .export import export_model
+
+        if requests is None:
+            raise MtkdError("the hf-pipeline format needs the raw texts of the timed requests")
+        from .encoder import _quiet_transformers
+
+        folder = Path(workdir) / "hf"
+        with _quiet_transformers():  # no load reports or progress bars inside the evaluate stage's output
+            export_model(model_dir, task, folder, format="hf", threads=threads)
+            pipe = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=-1)
+        first = list(requests["text_a"])
+        second = list(requests["text_b"]) if "text_b" in requests.column_names else None
+
+        def run(batch):
+            rows = batch["positions"].tolist()
+            texts = [{"text": first[i], "text_pair": second[i]} if second else first[i] for i in rows]
+            with torch.inference_mode():
+                return pipe(texts, batch_size=len(texts), top_k=None, truncation=True, max_length=dev.max_length)
+        return PreparedFormat(run=run, size_bytes=folder_bytes(folder), dev=None)
+
+
+def pipeline_format(params):
+    """The Hugging Face pipeline() on the student's exported folder, tokenising raw texts: the usual baseline."""
+    return PipelineFormat(params)
+
+
+def onnx_format(params):
+    """The student in ONNX Runtime, fp32 (the same predictions as the checkpoint)."""
+    return OnnxFormat(params)
+
+
+def int8_format(params):
+    """The student in ONNX Runtime with int8 dynamic quantization of the linear layers (dev-score change shown)."""
+    return OnnxFormat(params, quantize="int8")
