@@ -279,19 +279,21 @@ name: {name}
 
 INIT_BODIES = {
     "quickstart": """\
-# The quickstart's tasks and data (a small GLUE sample shipped with mtkd). Your own data instead:
+# The quickstart's task and data (SST-2 rows shipped with mtkd). Your own data instead:
 # data:
 #   glue: path/to/glue_data      # a glue_data TSV folder, a Parquet folder, or a hub id such as nyu-mll/glue
 # tasks: [cola, sst2, rte]       # GLUE task names, or a `table` task for your own CSV/TSV/JSON-lines files
 training:
-  epochs: 2                      # passes over the training data, for teachers and student alike
+  epochs: 2                      # passes over the training data (the student's section may ask for more)
 teachers:
   members:                       # each member: a variation of the base set-up (seed, heads, training...)
     - {name: teacher-linear, seed: 1}
-    - {name: teacher-san, seed: 2, heads: {rte: {type: san}}}
+    - {name: teacher-san, seed: 2, heads: {sst2: {type: san}}}
 student:
   seeds: [3]                     # one student per seed
   control: true                  # also train the student on hard labels only, to see what distillation adds
+  encoder: {num_layers: 3}       # a smaller student: the first 3 layers...
+  init_from_teacher: 0           # ...copied from teacher 0
 # logging:
 #   trackers: [{type: wandb, project: my-project}]   # offline when no W&B API key is set
 """,

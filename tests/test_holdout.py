@@ -97,6 +97,8 @@ def test_bad_selection_is_a_recipe_error(value, message):
 
 
 def test_quickstart_with_a_holdout_resolves():
-    recipe = load_recipe("recipes/quickstart.yaml", ["evaluation.selection=holdout:0.1"])
-    assert recipe.resolved["evaluation"]["selection"] == {"holdout": 0.1}
+    recipe = load_recipe("recipes/quickstart.yaml", ["evaluation.selection=holdout:0.2"])
+    assert recipe.resolved["evaluation"]["selection"] == {"holdout": 0.2}
+    assert load_recipe("recipes/quickstart.yaml").resolved["evaluation"]["selection"] == {"holdout": 0.1}
     assert recipe.hash != load_recipe("recipes/quickstart.yaml").hash
+    assert load_recipe("recipes/quickstart.yaml", ["evaluation.selection=dev"]).hash != recipe.hash

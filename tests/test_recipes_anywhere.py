@@ -12,7 +12,7 @@ import sys
 import jsonschema
 import pytest
 import yaml
-from helpers import GLUE_SAMPLE, REPO, mtkd_env, run_cli, run_mtkd
+from helpers import REPO, mtkd_env, run_cli, run_mtkd
 
 from mtkd.recipe import load_recipe, shipped_recipes, shipped_recipes_dir
 
@@ -61,7 +61,7 @@ def test_extends_a_shipped_recipe_from_any_folder_with_its_data_from_its_folder(
     (tmp_path / "sub" / "r.yaml").write_text("extends: mtkd:quickstart.yaml\nname: mine\n")
     recipe = load_recipe(tmp_path / "sub" / "r.yaml")
     assert recipe.resolved["name"] == "mine" and recipe.resolved["teachers"]["members"][0]["name"] == "teacher-linear"
-    assert os.path.samefile(recipe.resolve_path(recipe.resolved["data"]["glue"]), GLUE_SAMPLE)
+    assert os.path.samefile(recipe.resolve_path(recipe.resolved["data"]["glue"]), REPO / "recipes" / "data" / "sst2-2k")
     # A local parent's relative data path too, and a hub id is left alone.
     (tmp_path / "parent").mkdir()
     (tmp_path / "parent" / "mydata").mkdir()

@@ -37,8 +37,12 @@ def test_quickstart_resolves_to_the_minilm_hub_id_and_the_sample():
     recipe = load_recipe(RECIPES / "quickstart.yaml")
     assert recipe.resolved["encoder"]["model"] == MINILM_ID
     assert recipe.resolved["encoder"]["pretrained"] is True
-    assert Path(recipe.resolve_path(recipe.resolved["data"]["glue"])).resolve() == GLUE_SAMPLE.resolve()
-    assert [t["name"] for t in recipe.resolved["tasks"]] == ["cola", "sst2", "rte"]
+    sample = Path(recipe.resolve_path(recipe.resolved["data"]["glue"])).resolve()
+    assert sample == (RECIPES / "data" / "sst2-2k").resolve()
+    assert [t["name"] for t in recipe.resolved["tasks"]] == ["sst2"]
+    # the data the quickstart needs ships with it (the whole dev split: its interval is computed over it)
+    assert sum(1 for _ in (sample / "SST-2" / "dev.tsv").open()) == 873
+    assert sum(1 for _ in (sample / "SST-2" / "train.tsv").open()) == 2001
 
 
 def _tiny_mtdnn_overrides(tmp_path: Path) -> list[str]:
