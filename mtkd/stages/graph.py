@@ -198,7 +198,7 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
                 u.digest = ""
                 digests[u.id] = f"missing {u.id}"
             continue
-        if ctx.main:
+        if ctx.main and (cached or to_run):  # a stage this recipe does not use (no search, say) says nothing
             ctx.progress.stage(stage.name, cached=[u.label or u.id for u in cached],
                                to_run=[u.label or u.id for u in to_run])
         start = time.perf_counter()
