@@ -100,6 +100,18 @@ def matmul_peak(precision: str, *, size: int = 2048, repeats: int = 7) -> float:
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    # Grow to `size` only while one matmul stays short: on a CPU without native bf16 a 2048 bf16 matmul
+    # takes ~30 s (0.5 GFLOP/s), and 512 already measures that rate.
+    n = 256
+    while n < size:
+        x = torch.randn(n, n).to(dtype)
+        x @ x  # the first call also starts the thread pool
+        start = time.perf_counter()
+        x @ x
+        if time.perf_counter() - start > 0.05:
+            break
+        n *= 2
+    size = n
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
     for _ in range(2):  # warm-up: thread pool, packing buffers

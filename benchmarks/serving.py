@@ -115,7 +115,16 @@ def main() -> None:
                    help="SST-2 training steps of the students (trained_student.py; cached)")
     p.add_argument("--student", type=Path, default=None, help="an mtkd checkpoint to serve instead")
     p.add_argument("--compressed", type=Path, default=None, help="the compressed student's checkpoint")
+    p.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
+                   help="serve the eager bf16 student too (auto: only on CPUs with native bf16, where it can be fast)")
     args = p.parse_args()
+    from mtkd.strategies import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and native is not False)
+    if not with_bf16:
+        print("eager-bf16 left out: this CPU has no native bf16 (no avx512_bf16 / amx_bf16), where a bf16 matmul "
+              "runs ~80x slower than fp32; --bf16 yes serves it anyway")
     repeats = args.repeats or (1 if args.quick else 2)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     common.setup_torch(args.threads)
@@ -160,8 +169,8 @@ def main() -> None:
         exports = {}
         for name, ckpt in students.items():
             m = model if name == "student" else load_model(ckpt).eval()
-            fmts = ["eager-fp32", "eager-bf16", "onnx", "onnx-int8"] if name == "student" else ["eager-fp32",
-                                                                                               "onnx-int8"]
+            fmts = (["eager-fp32", *(["eager-bf16"] if with_bf16 else []), "onnx", "onnx-int8"] if name == "student"
+                    else ["eager-fp32", "onnx-int8"])
             for fmt in fmts:
                 folder = None
                 if fmt.startswith("onnx"):
