@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from helpers import pipeline_recipe, run_cli
 
@@ -61,21 +62,22 @@ def test_a_valid_recipe_with_a_missing_folder_is_refused_by_run_up_front(tmp_pat
         assert "GLUE data folder not found" in result.output
 
 
-def test_errors_of_several_kinds_in_pass_two_are_all_collected(tmp_path):
-    """An unknown component, a bad task parameter, an unknown head key and a duplicate seed in one recipe."""
+def _error_paths(path) -> list[str]:
+    """The field of every error one validation of the recipe reports."""
     from mtkd.recipe import load_recipe
 
+    with pytest.raises(MtkdError) as info:
+        load_recipe(path)
+    return [e.path for e in info.value.errors]
+
+
+def test_errors_of_several_kinds_in_pass_two_are_all_collected(tmp_path):
+    """An unknown component, a bad task parameter, an unknown head key and a duplicate seed in one recipe."""
     path = pipeline_recipe(tmp_path, heads={"default": {"type": "linear"}, "rtee": {"type": "linear"}},
                            tasks=[{"name": "rte", "max_train_examples": 8, "colour": "red"},
                                   {"name": "sst2", "max_train_examples": 8}],
                            student={"seeds": [1, 1], "objective": {"classification": {"type": "soft-cee"}}})
-    try:
-        load_recipe(path)
-    except MtkdError as exc:
-        paths = [e.path for e in exc.errors]
-    else:
-        raise AssertionError("the recipe validated")
-    assert paths == ["tasks[0].colour", "heads.rtee", "student.seeds[1]", "student.objective.classification.type"]
+    assert _error_paths(path) == ["tasks[0].colour", "heads.rtee", "student.seeds[1]", "student.objective.classification.type"]
 
 
 def test_the_encoder_input_limit_is_read_without_loading_it(tmp_path):
@@ -105,15 +107,7 @@ def test_max_length_beyond_the_tokenizer_is_refused_at_validation(tmp_path):
 
 
 def test_a_members_encoder_and_training_errors_are_both_reported(tmp_path):
-    from mtkd.recipe import load_recipe
-
     path = pipeline_recipe(tmp_path, teachers={"members": [
         {"seed": 1, "encoder": {"poling": "cls"}, "training": {"epochs": -1}}, {"seed": 2, "heads": {"nope": {"type": "linear"}}}]})
-    try:
-        load_recipe(path)
-    except MtkdError as exc:
-        paths = [e.path for e in exc.errors]
-    else:
-        raise AssertionError("the recipe validated")
-    assert paths == ["teachers.members[0].encoder.poling", "teachers.members[0].training.epochs",
+    assert _error_paths(path) == ["teachers.members[0].encoder.poling", "teachers.members[0].training.epochs",
                      "teachers.members[1].heads.nope"]
