@@ -899,10 +899,8 @@ def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None
         for kind in ("classification", "regression"):
             _component(reg.losses, getattr(s.objective, kind), resolved["student"]["objective"], kind, file=file,
                        path=f"student.objective.{kind}")
-        if s.init_from_teacher is not None and (model.teachers is None or s.init_from_teacher >= len(model.teachers.members)):
-            with _collecting():
-                raise RecipeError("init_from_teacher names no teacher", file=file, path="student.init_from_teacher",
-                                  expected="the index of a member in teachers.members", found=s.init_from_teacher)
+        with _collecting():
+            _check_init_from_teacher(model, s.init_from_teacher, "student.init_from_teacher", file)
         if s.variants:
             with _collecting():
                 _check_variants(model, resolved, file, check_task_keys)
@@ -1001,6 +999,12 @@ def _over(base: dict | None, override: dict | None) -> dict | None:
     return deep_merge(base, override)
 
 
+def _check_init_from_teacher(model: RecipeModel, index: int | None, path: str, file) -> None:
+    if index is not None and (model.teachers is None or index >= len(model.teachers.members)):
+        raise RecipeError("init_from_teacher names no teacher", file=file, path=path,
+                          expected="the index of a member in teachers.members", found=index)
+
+
 def _check_variants(model: RecipeModel, resolved: dict, file, check_task_keys) -> None:
     """``student.variants``: safe, distinct names; each variant over the student section validated like the
     student, its resolved entry holding the combined overrides and its whole objective."""
@@ -1026,9 +1030,7 @@ def _check_variants(model: RecipeModel, resolved: dict, file, check_task_keys) -
                                    training=deep_merge(s.training or {}, v.training or {}) or None)
         _validate_variation(model, resolved, combined, where, file, check_task_keys, entry)
         init = v.init_from_teacher if "init_from_teacher" in v.model_fields_set else s.init_from_teacher
-        if init is not None and (model.teachers is None or init >= len(model.teachers.members)):
-            raise RecipeError("init_from_teacher names no teacher", file=file, path=f"{where}.init_from_teacher",
-                              expected="the index of a member in teachers.members", found=init)
+        _check_init_from_teacher(model, init, f"{where}.init_from_teacher", file)
         entry["init_from_teacher"] = init
         objective = copy.deepcopy(resolved["student"]["objective"])
         for kind, spec in (v.objective or {}).items():
