@@ -45,7 +45,7 @@ def session_options(threads: int | None = None):
     opts.log_severity_level = 3  # errors only: the CPU provider's notes are not the user's problem
     # No spin-waiting after a call: mtkd times ONNX Runtime alternating with PyTorch models, and spinning
     # intra-op threads would hold the cores while the next model runs (measured: an eager model right after
-    # an ONNX call ran ~4x slower at batch 1 on 2 cores). A server running only this session may turn it on.
+    # an ONNX call ran 3.5-6x slower at batch 1 on 2 cores). A server running only this session may turn it on.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
