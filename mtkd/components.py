@@ -104,6 +104,10 @@ class Objective(Protocol):
     classification, values [B, 1] for regression) or ``None`` for tasks without teachers.
     ``progress`` runs from 0 to 1 over training (for alpha/temperature schedules).
     Returns a scalar tensor.
+
+    Optional ``handles_unlabelled = True``: the objective accepts rows without a gold label (label -1 for
+    classification, NaN for regression; ``mtkd.data.transfer.labelled`` masks them), which a task's transfer
+    set brings to the student. A student objective without it is refused for a task with a transfer set.
     """
 
     task_types: frozenset[str]

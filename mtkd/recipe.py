@@ -81,6 +81,19 @@ class TaskEntry(BaseModel):
     loss_weight: float = Field(1.0, gt=0)
     max_train_examples: int | None = Field(None, gt=0, description="fixed-seed subsample of the training split")
     max_eval_examples: int | None = Field(None, gt=0)
+    transfer_split: str | None = Field(
+        None, description="a split of inputs whose labels are ignored: the teachers label them and the student "
+                          "learns their outputs too (a transfer set); teachers and the control never see it")
+    max_transfer_examples: int | None = Field(None, gt=0, description="fixed-seed subsample of the transfer split")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_transfer(self, handler):
+        """Left out of the resolved recipe while unset, so recipes without a transfer set keep their hashes."""
+        data = handler(self)
+        for key in ("transfer_split", "max_transfer_examples"):
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @property
     def task_type(self) -> str:
@@ -907,6 +920,8 @@ def _second_pass(model: RecipeModel, resolved: dict, file, bad_tasks: set | None
     with _collecting():
         _check_score_tasks(model, file)
     with _collecting():
+        _check_transfer(model, file)
+    with _collecting():
         _check_search(model, resolved, file)
     with _collecting():
         _check_temperature(model, resolved, file)
@@ -1045,6 +1060,35 @@ def _check_variants(model: RecipeModel, resolved: dict, file, check_task_keys) -
         entry["objective"] = objective
         entries.append(entry)
     resolved["student"]["variants"] = entries
+
+
+def _check_transfer(model: RecipeModel, file) -> None:
+    """A task's ``transfer_split`` needs teachers that label it and a student that learns from them."""
+    distilled = None
+    if model.teachers is not None:
+        distilled = list(model.teachers.tasks) if model.teachers.tasks is not None else [t.name for t in model.tasks]
+    for i, t in enumerate(model.tasks):
+        where = f"tasks[{i}]"
+        if t.max_transfer_examples is not None and t.transfer_split is None:
+            raise RecipeError("max_transfer_examples without a transfer_split", file=file,
+                              path=f"{where}.max_transfer_examples", expected="tasks[].transfer_split set as well",
+                              found=t.max_transfer_examples)
+        if t.transfer_split is None:
+            continue
+        problem = None
+        if model.student is None:
+            problem = "a transfer split is for the student, and the recipe has no student section"
+        elif model.student.soft_targets:
+            problem = ("student.soft_targets brings targets for the training split only; the teachers must run to "
+                       "label a transfer split")
+        elif distilled is None:
+            problem = "a transfer split is labelled by the teachers, and the recipe has none"
+        elif t.name not in distilled:
+            problem = f"task {t.name!r} is not distilled (teachers.tasks), so no teacher labels its transfer split"
+        if problem:
+            raise RecipeError(problem, file=file, path=f"{where}.transfer_split",
+                              expected="a distilled task of a recipe with teachers and a student",
+                              found=t.transfer_split)
 
 
 def _check_score_tasks(model: RecipeModel, file) -> None:

@@ -117,6 +117,13 @@ def evidence_lines(metrics: dict) -> list[str]:
         for t, c in (sel.get("tasks") or {}).items():
             lines.append(f"- {t}: {c['holdout_rows']} holdout rows ({c['fraction']:.0%} of the training split, "
                          f"fingerprint `{c['fingerprint']}`), {c['train_rows']} rows left to train on")
+    transfer = metrics.get("transfer")
+    if transfer:
+        lines += ["", "## Transfer sets (inputs without labels, labelled by the teachers for the student only)", ""]
+        for t, c in transfer.items():
+            lines.append(f"- {t}: {c['rows']:,} inputs from its `{c['split']}` split, labels removed ({c['read']:,} "
+                         f"read, {c['dropped_overlap']:,} dropped: their text is trained on, held out or in a dev "
+                         f"split; fingerprint `{c['fingerprint'][:16]}`)")
     plots = metrics.get("plots") or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]

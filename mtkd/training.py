@@ -531,6 +531,7 @@ class Trainer:
                 "best": state.best, "best_step": state.best_step, "history": state.history,
                 "metrics": state.best_metrics if kept == "best" else last,  # those of the kept model
                 "model": kept, "skipped_steps": state.skipped_steps, "world_size": acc.num_processes,
+                "train_rows": {n: len(td.train) for n, td in self.job.tasks.items() if td.train is not None},
                 "rank_checksums": checksums})
             self.tracker.summary({"best": state.best, "train_seconds": state.train_seconds})
             dropped = [self.ckpt] + ([out / "best"] if kept == "final" and self.keep != "both" else [])

@@ -118,6 +118,8 @@ FIELD_EFFECTS = [
     ("teachers.aggregation={type: mean-logits}", {"soft-targets", "student", "evaluate"}),
     ("teachers.min_dev_score=0", {"soft-targets", "student", "evaluate"}),
     ("teachers.tasks=[rte]", {"logits", "soft-targets", "student", "evaluate"}),
+    # a transfer set is labelled by the teachers for the student alone: teachers and the control are reused
+    ("tasks[1].transfer_split=train", {"logits", "soft-targets", "student", "evaluate"}),
     ("student.objective.classification.alpha=0.8", {"student", "evaluate"}),
     ("student.training.lr=1e-4", {"student", "control", "evaluate"}),
     ("student.encoder.num_layers=1", {"student", "control", "evaluate"}),

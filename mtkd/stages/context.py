@@ -28,15 +28,21 @@ class TaskBundle:
     eval_fingerprints: dict
     holdout: Any = None  # evaluation.selection: {holdout: F}: rows carved from the training split (never trained on)
     carve: dict | None = None  # mtkd.data.holdout.Carve.describe()
+    transfer: Any = None  # tasks[].transfer_split: inputs without labels, labelled by the teachers for the student
+    transfer_info: dict | None = None  # mtkd.data.transfer.Transfer.describe()
 
     def split(self, split: str):
         if split == HOLDOUT:
             return self.holdout
+        if split == TRANSFER:
+            return self.transfer
         return self.train if split == self.task.train_split else self.evals[split]
 
     def fingerprint(self, split: str) -> str:
         if split == HOLDOUT:
             return self.carve["holdout_fingerprint"]
+        if split == TRANSFER:
+            return self.transfer_info["fingerprint"]
         return self.train_fingerprint if split == self.task.train_split else self.eval_fingerprints[split]
 
     def selection(self) -> dict:
@@ -53,6 +59,8 @@ class TaskBundle:
 
 #: the name of the selection split carved from a training split (logit files, reports)
 HOLDOUT = "holdout"
+#: the name of a task's transfer set in logit and soft-target files (whatever split it was read from)
+TRANSFER = "transfer"
 
 
 @dataclass
@@ -127,18 +135,19 @@ def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
     out = {}
     for i, entry in enumerate(recipe.resolved["tasks"]):
         params = {k: v for k, v in entry.items() if k not in ("name", "type", "loss_weight", "max_train_examples",
-                                                              "max_eval_examples")}
+                                                              "max_eval_examples", "transfer_split",
+                                                              "max_transfer_examples")}
         ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
                           resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
         task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")
         task.name = entry["name"]
-        train_ds = holdout = carve = None
+        train_ds = holdout = carve = carved = None
         if task.train_split:
             train_ds = task.load_split(task.train_split)
             if fraction is not None and task.eval_splits:
                 # Carved from the full split before sub-sampling, so the training budget does not move it.
                 cut = carve_holdout(train_ds, fraction, seed=recipe.seed, task=task.name)
-                train_ds, holdout = cut.train, cut.holdout
+                train_ds, holdout = carved = cut.train, cut.holdout
                 if entry["max_eval_examples"]:
                     holdout = subsample(holdout, entry["max_eval_examples"], recipe.seed)
                 carve = {**cut.describe(), "holdout_rows": len(holdout),
@@ -151,10 +160,38 @@ def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
             if entry["max_eval_examples"]:
                 ds = subsample(ds, entry["max_eval_examples"], recipe.seed)
             evals[split] = ds
+        transfer = None
+        if entry.get("transfer_split"):
+            # Excluded: the rows trained on, the whole carve and the whole dev splits, not only their sub-samples
+            full_evals = [task.load_split(s) for s in task.eval_splits]
+            transfer = _transfer(recipe, i, entry, task, train_ds, [carved[1] if carved else None, *full_evals])
         out[task.name] = TaskBundle(task.name, task, train_ds, evals, entry["loss_weight"],
                                     fingerprint_dataset(train_ds) if train_ds is not None else "",
-                                    {s: fingerprint_dataset(d) for s, d in evals.items()}, holdout, carve)
+                                    {s: fingerprint_dataset(d) for s, d in evals.items()}, holdout, carve,
+                                    transfer.rows if transfer else None, transfer.describe() if transfer else None)
     return out
+
+
+def _transfer(recipe: Recipe, index: int, entry: dict, task, train, held: list):
+    """A task's transfer set (``mtkd.data.transfer``): never a dev split, never an input the run holds elsewhere."""
+    from ..data.transfer import build_transfer
+
+    split, where = entry["transfer_split"], f"tasks[{index}].transfer_split"
+    if split in task.eval_splits or split == HOLDOUT:
+        raise RecipeError(f"task {task.name!r}: {split!r} is reported (or chooses checkpoints); the student must not "
+                          "learn from its inputs", file=recipe.file, path=where,
+                          expected="a split of unlabelled inputs (or the training split's unused rows)", found=split)
+    if train is None:
+        raise RecipeError(f"task {task.name!r} has no training split to distil", file=recipe.file, path=where,
+                          expected="a task with a training split", found=split)
+    ds = task.load_split(split)
+    rows = build_transfer(ds, split=split, task_type=task.task_type, exclude=[train, *held],
+                          max_examples=entry.get("max_transfer_examples"), seed=recipe.seed)
+    if not len(rows.rows):
+        raise RecipeError(f"task {task.name!r}: no transfer rows left from {split!r} ({rows.read} read, "
+                          f"{rows.overlap} repeat an input trained on, held out or reported)", file=recipe.file,
+                          path=where, expected="inputs the run does not hold elsewhere", found=split)
+    return rows
 
 
 def selection_info(ctx: RunContext) -> dict:
@@ -264,8 +301,17 @@ def check_before_training(ctx: RunContext) -> None:
     warning = slow_bf16_warning(bf16)
     if warning and ctx.main:  # once per run, not per job
         ctx.progress.message(warning)
+    transfer = [name for name, tb in ctx.tasks.items() if tb.transfer is not None]
     for v in variants:
-        objectives(recipe, v.objective, f"{v.path}.objective", ctx.tasks)
+        objs = objectives(recipe, v.objective, f"{v.path}.objective", ctx.tasks)
+        for name in transfer:
+            if not getattr(objs[name], "handles_unlabelled", False):
+                kind = ctx.tasks[name].task.task_type
+                raise RecipeError(f"task {name!r} has a transfer set, whose rows have no label, and the student "
+                                  f"objective {v.objective[kind]['type']!r} does not say it handles such rows",
+                                  file=recipe.file, path=f"{v.path}.objective.{kind}.type",
+                                  expected="an objective with handles_unlabelled = True (mixture, soft-ce, kl, ...)",
+                                  found=v.objective[kind]["type"])
     objectives(recipe, recipe.resolved["objective"], "objective", ctx.tasks)
     if members:
         for task in recipe.distilled_tasks():
@@ -288,7 +334,10 @@ def job_model_dir(job_dir: Path, result: dict) -> Path:
 def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, objs: dict, *,
              soft: dict | None = None, bootstrap: bool = False, init_from: Path | None = None,
              teacher_models: list | None = None):
+    """A training job on the run's tasks. With ``soft`` (a student), a task with a transfer set trains on its
+    training rows followed by the transfer rows, and ``soft[task]`` covers both (see ``load_soft_targets``)."""
     from ..data import bootstrap as bootstrap_sample
+    from ..data.transfer import with_transfer
     from ..training import Job, TaskData
 
     tasks = {}
@@ -296,6 +345,8 @@ def make_job(ctx: RunContext, name: str, out_dir: Path, cfg: dict, seed: int, ob
         train_ds = tb.train
         if bootstrap and train_ds is not None:
             train_ds = bootstrap_sample(train_ds, seed)
+        if soft and tname in soft and tb.transfer is not None:
+            train_ds = with_transfer(train_ds, tb.transfer)
         tasks[tname] = TaskData(tb.task, train_ds, tb.selection(), objs[tname], tb.loss_weight, (soft or {}).get(tname))
     data = ctx.recipe.resolved["data"]
     return Job(name=name, out_dir=out_dir, spec=model_spec(ctx.recipe, cfg), training=cfg["training"], seed=seed,

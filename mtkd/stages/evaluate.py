@@ -161,6 +161,11 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
         out["controls"] = [_metrics_of(ctx, o) for o in control_outputs]
     out["comparison"] = comparison_block(ctx, out["teacher_names"], teacher_outputs, ensemble, student_outputs,
                                          control_outputs, out["seeds"], score_tasks)
+    transfer = {n: tb.transfer_info for n, tb in ctx.tasks.items() if tb.transfer_info}
+    if transfer:
+        out["transfer"] = transfer
+        if out["comparison"].get("sentence"):  # what the control never saw belongs in the sentence people quote
+            out["comparison"]["sentence"] += " " + transfer_sentence(transfer)
     if has_variants(ctx.recipe):
         out["variants"] = {}
         for i, v in enumerate(variants):
@@ -364,13 +369,21 @@ def build_metrics(ev: dict, score_tasks: list[str] | None = None) -> dict:
         from .variants import variant_metrics
 
         out["variants"], out["frontier"] = variant_metrics(ev, glue_score)
-    for key in ("comparison", "selection", "search", "budget"):
+    for key in ("comparison", "selection", "transfer", "search", "budget"):
         if ev.get(key):
             out[key] = ev[key]
     if "serving" in ev:
         out["serving"] = ev["serving"]
     out["timings"] = ev.get("timings", {})
     return out
+
+
+def transfer_sentence(transfer: dict) -> str:
+    """What the student learned from besides the labelled rows (``tasks[].transfer_split``)."""
+    total = sum(t["rows"] for t in transfer.values())
+    each = ", ".join(f"{n} {t['rows']:,} from its {t['split']} split" for n, t in transfer.items())
+    return (f"The student also learned the teachers' outputs on {total:,} unlabelled inputs ({each}); the control "
+            "trained on the labelled rows alone.")
 
 
 # ---------------------------------------------------------------- report

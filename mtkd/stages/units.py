@@ -22,6 +22,7 @@ from ..params import path_params
 from ..plugins import get_registries
 from .context import (
     HOLDOUT,
+    TRANSFER,
     RunContext,
     aggregator,
     job_model_dir,
@@ -51,11 +52,20 @@ def data_fields(ctx: RunContext) -> dict:
     reg = get_registries()
     tasks = []
     for entry in ctx.recipe.resolved["tasks"]:
-        paths = set(path_params(reg.tasks.get(entry["type"]).params))
+        # The transfer set is the student's alone: in the keys of the units that read it (transfer_fields)
+        paths = set(path_params(reg.tasks.get(entry["type"]).params)) | set(TRANSFER_KEYS)
         tasks.append({k: v for k, v in entry.items() if k not in paths})
     fps = {n: {"train": tb.train_fingerprint, **tb.eval_fingerprints,
                **({HOLDOUT: tb.carve["holdout_fingerprint"]} if tb.carve else {})} for n, tb in ctx.tasks.items()}
     return {"max_length": ctx.recipe.resolved["data"]["max_length"], "tasks": tasks, "fingerprints": fps}
+
+
+TRANSFER_KEYS = ("transfer_split", "max_transfer_examples")
+
+
+def transfer_fields(ctx: RunContext) -> dict:
+    """The transfer sets by content (empty without any, so keys of runs without them do not change)."""
+    return {n: tb.transfer_info["fingerprint"] for n, tb in ctx.tasks.items() if tb.transfer_info}
 
 
 def job_outputs(out_dir: Path) -> list[str]:
@@ -118,6 +128,8 @@ def logit_splits(ctx: RunContext) -> dict[str, list[str]]:
     out = {}
     for name, tb in ctx.tasks.items():
         splits = [tb.task.train_split] if name in distilled and tb.train is not None else []
+        if splits and tb.transfer is not None:
+            splits.append(TRANSFER)
         out[name] = splits + list(tb.evals) + ([HOLDOUT] if tb.holdout is not None else [])
     return {k: v for k, v in out.items() if v}
 
@@ -269,6 +281,15 @@ def run_soft_targets(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -
             save_file({"targets": targets.astype(np.float32)}, str(tmp),
                       metadata={"fingerprint": tb.train_fingerprint, "task": task, "rows": str(len(tb.train))})
             tmp.replace(out_dir / f"{task}.safetensors")
+        if tb.transfer is not None:
+            extra = aggregate(ctx, logit_units, task, TRANSFER, scores)
+            check_finite(extra, f"the soft targets for {task}'s transfer set")
+            if ctx.main:
+                tmp = out_dir / f"{task}.{TRANSFER}.safetensors.tmp"
+                save_file({"targets": extra.astype(np.float32)}, str(tmp),
+                          metadata={"fingerprint": tb.transfer_info["fingerprint"], "task": task, "split": TRANSFER,
+                                    "rows": str(len(tb.transfer))})
+                tmp.replace(out_dir / f"{task}.{TRANSFER}.safetensors")
         written.append(task)
     return {"tasks": written}
 
@@ -284,36 +305,48 @@ def load_soft_targets(ctx: RunContext, source: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
 
     files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
-    out = {}
+    out, transfer = {}, {}
     for path in files:
         try:  # a damaged or foreign file is an input problem, not a crash
             with safe_open(str(path), "np") as fh:
                 meta = fh.metadata() or {}
                 if "targets" in fh.keys() and "task" in meta:
-                    found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"))]
+                    found = [(meta["task"], fh.get_tensor("targets"), meta.get("fingerprint"), meta.get("split"))]
                 else:
                     fps = json.loads(meta.get("fingerprints", "{}"))
-                    found = [(name, fh.get_tensor(name), fps.get(name)) for name in fh.keys()]
+                    found = [(name, fh.get_tensor(name), fps.get(name), None) for name in fh.keys()]
         except (SafetensorError, OSError, json.JSONDecodeError, AttributeError) as exc:
             raise CheckpointError(f"unreadable soft-target file: {exc}", file=path,
                                   expected="safetensors of soft targets written by mtkd",
                                   hint="recompute them (mtkd recipe run --force soft-targets)") from None
-        for task, tensor, fp in found:
+        for task, tensor, fp, split in found:
             if task not in ctx.tasks:
                 raise CheckpointError(f"soft targets for unknown task {task!r}", file=path,
                                       expected=f"one of {sorted(ctx.tasks)}", found=task)
             tb = ctx.tasks[task]
-            if fp != tb.train_fingerprint or tensor.shape[0] != len(tb.train):
+            if split == TRANSFER and tb.transfer is None:
+                continue  # the recipe no longer has a transfer set: its targets are not used
+            rows, want = (tb.transfer, tb.transfer_info["fingerprint"]) if split == TRANSFER \
+                else (tb.train, tb.train_fingerprint)
+            if fp != want or tensor.shape[0] != len(rows):
                 raise CheckpointError(
-                    f"soft targets for {task!r} belong to other data", file=path,
-                    expected=f"fingerprint {tb.train_fingerprint[:12]} ({len(tb.train)} rows)",
+                    f"soft targets for {task!r}" + (" (transfer set)" if split == TRANSFER else "")
+                    + " belong to other data", file=path, expected=f"fingerprint {want[:12]} ({len(rows)} rows)",
                     found=f"fingerprint {str(fp)[:12]} ({tensor.shape[0]} rows)",
                     hint="recompute them (mtkd recipe run --force soft-targets) or use the data they came from")
             if tensor.ndim != 2 or tensor.shape[1] != tb.task.num_outputs:
                 raise CheckpointError(f"soft targets for {task!r} have shape {tuple(tensor.shape)}", file=path,
-                                      expected=f"[{len(tb.train)}, {tb.task.num_outputs}]", found=tuple(tensor.shape))
+                                      expected=f"[{len(rows)}, {tb.task.num_outputs}]", found=tuple(tensor.shape))
             check_finite(tensor, f"the soft targets for {task}", file=path)
-            out[task] = tensor
+            (transfer if split == TRANSFER else out)[task] = tensor
+    for task in list(out):
+        if ctx.tasks[task].transfer is None:
+            continue
+        if task not in transfer:
+            raise CheckpointError(f"no soft targets for {task!r}'s transfer set", file=source,
+                                  expected=f"{task}.{TRANSFER}.safetensors",
+                                  hint="recompute them (mtkd recipe run --force soft-targets)")
+        out[task] = np.concatenate([out[task], transfer[task]])  # the order of make_job's training rows
     return out
 
 
@@ -352,6 +385,8 @@ def _student_units(ctx: RunContext, kind: str) -> list[Unit]:
                   "init_from_teacher": v.init_from_teacher}
         if kind == "student":
             fields["distilled"] = r.distilled_tasks()
+            if transfer_fields(ctx):
+                fields["transfer"] = transfer_fields(ctx)
             if ctx.recipe.model.teachers is not None or s.soft_targets:
                 deps = ("soft-targets",) + deps
         prefix = "students" if kind == "student" else "controls"

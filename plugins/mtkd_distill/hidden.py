@@ -88,6 +88,7 @@ class HiddenStates:
         self.base = get_registries().losses.create(*_split(self.params.base), path="base")
         self.task_types = frozenset(self.base.task_types)
         self.uses_soft_targets = bool(self.base.uses_soft_targets)
+        self.handles_unlabelled = bool(getattr(self.base, "handles_unlabelled", False))
         self.teachers: list[nn.Module] = []
         self.pairs: list[tuple[int, int]] = []
         self.projections: nn.ModuleDict | None = None

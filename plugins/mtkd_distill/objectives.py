@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
+from mtkd.data.transfer import labelled
 from mtkd.errors import RecipeError, UnknownComponentError
 from mtkd.params import Params
 from mtkd.plugins import get_registries
@@ -106,6 +107,7 @@ class SoftCrossEntropy(_Temperature):
 
     task_types = CLASSIFICATION
     uses_soft_targets = True
+    handles_unlabelled = True  # the labels are not read
 
     def __init__(self, params: SoftCEParams | None = None):
         self.params = params or SoftCEParams()
@@ -131,6 +133,7 @@ class KLDivergence(_Temperature):
 
     task_types = CLASSIFICATION
     uses_soft_targets = True
+    handles_unlabelled = True  # the labels are not read
 
     def __init__(self, params: KLParams | None = None):
         self.params = params or KLParams()
@@ -162,6 +165,7 @@ class MSELogits:
 
     task_types = CLASSIFICATION
     uses_soft_targets = True
+    handles_unlabelled = True  # the labels are not read
 
     def __init__(self, params: MSELogitsParams | None = None):
         self.params = params or MSELogitsParams()
@@ -197,6 +201,7 @@ class MSESoft:
 
     task_types = REGRESSION
     uses_soft_targets = True
+    handles_unlabelled = True  # the labels are not read
 
     def __init__(self, params: Params | None = None):
         self.params = params
@@ -304,6 +309,7 @@ class Mixture:
     """
 
     uses_soft_targets = True
+    handles_unlabelled = True  # rows without a label (a transfer set) get the soft part only
 
     def __init__(self, params: MixtureParams | None = None):
         self.params = params or MixtureParams()
@@ -324,9 +330,15 @@ class Mixture:
         return linear(self.params.alpha, end, progress)
 
     def __call__(self, logits, labels, soft=None, *, progress: float = 0.0):
-        hard = self.hard(logits, labels, None, progress=progress)
         if soft is None:  # a task without teachers trains on its gold labels only
-            return hard
+            return self.hard(logits, labels, None, progress=progress)
+        keep = labelled(labels)  # transfer-set rows have no label: the soft part alone learns from them
+        if bool(keep.all()):
+            hard = self.hard(logits, labels, None, progress=progress)
+        elif bool(keep.any()):
+            hard = self.hard(logits[keep], labels[keep], None, progress=progress)
+        else:
+            hard = logits.float().sum() * 0.0  # keeps the graph (and DDP's every-parameter reduction) intact
         alpha = self.alpha_at(progress)
         return alpha * self.soft(logits, labels, soft, progress=progress) + (1.0 - alpha) * hard
 

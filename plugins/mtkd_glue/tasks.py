@@ -93,6 +93,14 @@ class _Metrics:
 # ---------------------------------------------------------------- GLUE
 
 
+#: an optional split of inputs without labels (a transfer set), in the test split's format
+UNLABELLED = "unlabelled"
+
+
+def _tsv_file(spec: GlueSpec, split: str) -> str:
+    return "unlabelled.tsv" if split == UNLABELLED else spec.tsv_files[split]
+
+
 class GlueParams(Params):
     source: str | None = Field(
         None, description="this task's data: a hub id, a Parquet folder laid out like nyu-mll/glue, or a glue_data "
@@ -144,7 +152,7 @@ class GlueTask(_Metrics):
     def _files(self, split: str) -> list[Path]:
         layout, where = self.source
         if layout == "tsv":
-            path = Path(where) / self.spec.tsv_dir / self.spec.tsv_files[split]
+            path = Path(where) / self.spec.tsv_dir / _tsv_file(self.spec, split)
             return [path] if path.is_file() else []
         if layout == "parquet":
             return sorted((Path(where) / self.spec.config).glob(f"{split}-*.parquet"))
@@ -153,7 +161,7 @@ class GlueTask(_Metrics):
     def _expected_file(self, split: str) -> Path:
         layout, where = self.source
         if layout == "tsv":
-            return Path(where) / self.spec.tsv_dir / self.spec.tsv_files[split]
+            return Path(where) / self.spec.tsv_dir / _tsv_file(self.spec, split)
         return Path(where) / self.spec.config / f"{split}-00000-of-00001.parquet"
 
     def check_sources(self) -> None:
@@ -169,18 +177,24 @@ class GlueTask(_Metrics):
         """The task's splits present in the source (all of them for a hub id)."""
         if self.source[0] == "hub":
             return self.spec.splits
-        return [s for s in self.spec.splits if self._files(s)]
+        return [s for s in (*self.spec.splits, UNLABELLED) if self._files(s)]
 
     # ---- data
 
     def load_split(self, split: str):
-        if split not in self.spec.splits:
+        """A split of the task; ``unlabelled`` is an optional extra file of inputs laid out like the test split
+        (``<TASK>/unlabelled.tsv`` or ``<config>/unlabelled-*.parquet``), for a transfer set."""
+        if split not in self.spec.splits and split != UNLABELLED:
             raise DataError(f"task {self.name!r} ({self.spec.config}) has no split {split!r}",
-                            expected="one of: " + ", ".join(self.spec.splits), found=split)
+                            expected="one of: " + ", ".join([*self.spec.splits, UNLABELLED]), found=split)
         if split in self._cache:
             return self._cache[split]
         layout, where = self.source
-        labeled = split not in self.spec.test_splits
+        if split == UNLABELLED and layout == "hub":
+            raise DataError(f"task {self.name!r}: the hub copy {where} has no {UNLABELLED} split", found=split,
+                            expected=f"a local data folder with {self.spec.tsv_dir}/unlabelled.tsv (glue_data "
+                                     f"layout) or {self.spec.config}/unlabelled-*.parquet, in the test split's format")
+        labeled = split not in self.spec.test_splits and split != UNLABELLED
         pair, regression = len(self.text_fields) == 2, self.task_type == "regression"
         if layout != "hub" and not self._files(split):
             raise DataError(f"no {split} data for {self.spec.config}", file=self._expected_file(split),
