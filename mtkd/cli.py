@@ -283,6 +283,7 @@ INIT_BODIES = {
 # data:
 #   glue: path/to/glue_data      # a glue_data TSV folder, a Parquet folder, or a hub id such as nyu-mll/glue
 # tasks: [cola, sst2, rte]       # GLUE task names, or a `table` task for your own CSV/TSV/JSON-lines files
+#   (a task entry's `transfer_split: unlabelled` gives the student inputs without labels, labelled by the teachers)
 training:
   epochs: 2                      # passes over the training data (the student's section may ask for more)
 teachers:

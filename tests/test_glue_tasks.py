@@ -480,3 +480,20 @@ def test_quickstart_sample_rows_are_real_rows(shared_data):
             full = set((shared_data / "glue_tsv" / folder / fname).read_bytes().splitlines())
             sample = (SAMPLE / folder / fname).read_bytes().splitlines()
             assert set(sample) <= full, (folder, fname)
+
+
+@pytest.mark.shared_data
+def test_the_quickstart_sample_is_what_make_sample_writes(shared_data, tmp_path, registries):
+    """sst2-2k (train, dev, test and the unlabelled transfer sentences) rebuilt from the full files, byte for byte."""
+    import runpy
+
+    sample = ROOT / "recipes" / "data" / "sst2-2k"
+    runpy.run_path(str(sample / "make_sample.py"))["main"](str(shared_data / "glue_tsv"), str(tmp_path))
+    for name in ("train.tsv", "dev.tsv", "test.tsv", "unlabelled.tsv"):
+        assert (tmp_path / "SST-2" / name).read_bytes() == (sample / "SST-2" / name).read_bytes(), name
+    task = make(registries, "sst2", sample)
+    unlabelled = task.load_split("unlabelled")
+    assert len(unlabelled) == 8000 and set(unlabelled["label"]) == {-1}
+    full = {line.rsplit(b"\t", 1)[0] for line in (shared_data / "glue_tsv" / "SST-2" / "train.tsv").read_bytes()
+            .splitlines()[1:]}
+    assert {s.encode() for s in unlabelled["text_a"]} <= full  # real training sentences
