@@ -72,6 +72,20 @@ class Component(BaseModel):
         return {"type": self.type, **self.params}
 
 
+#: the task-entry keys of a transfer set (mtkd.data.transfer): read by the core, keyed only where they are consumed
+TRANSFER_KEYS = ("transfer_split", "max_transfer_examples")
+
+
+def _without_unset(data, keys):
+    """A model's dump without ``keys`` that are unset (None): fields added later stay out of the resolved recipe
+    while unset, so recipes that do not use them keep their hashes and their runs' stage keys."""
+    if isinstance(data, dict):
+        for key in keys:
+            if data.get(key) is None:
+                data.pop(key, None)
+    return data
+
+
 class TaskEntry(BaseModel):
     """One task of the run. Keys other than those below are the task plugin's own parameters."""
 
@@ -89,11 +103,7 @@ class TaskEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_unset_transfer(self, handler):
         """Left out of the resolved recipe while unset, so recipes without a transfer set keep their hashes."""
-        data = handler(self)
-        for key in ("transfer_split", "max_transfer_examples"):
-            if isinstance(data, dict) and data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), TRANSFER_KEYS)
 
     @property
     def task_type(self) -> str:
@@ -156,11 +166,7 @@ class Training(_Strict):
     def _omit_unset_later_keys(self, handler):
         """Keys added after 0.1 are left out of the resolved recipe while unset, so the stage hashes of
         earlier runs stay valid and their teachers and students are reused."""
-        data = handler(self)
-        for key in LATER_TRAINING_KEYS:
-            if isinstance(data, dict) and data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), LATER_TRAINING_KEYS)
     log_every: int = Field(10, gt=0)
     sampling: Component
     num_threads: int | None = Field(None, gt=0)
@@ -236,11 +242,7 @@ class Student(_Strict):
     def _omit_unset_variants(self, handler):
         """No ``variants`` (or ``search``): the resolved recipe (and every hash) is the one of a recipe written
         before them."""
-        data = handler(self)
-        for key in ("variants", "search"):
-            if isinstance(data, dict) and data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), ("variants", "search"))
 
 
 class Logging(_Strict):
@@ -255,11 +257,7 @@ class Logging(_Strict):
     @model_serializer(mode="wrap")
     def _omit_unset_progress_keys(self, handler):
         """Unset display settings stay out of the resolved recipe, so they never change its hash."""
-        data = handler(self)
-        for key in ("progress_every_steps", "progress_every_seconds"):
-            if isinstance(data, dict) and data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), ("progress_every_steps", "progress_every_seconds"))
 
 
 class Scaling(_Strict):

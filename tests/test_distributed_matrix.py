@@ -12,6 +12,7 @@ CPUs' kernels. The logged loss is the mean over the step's rows on all ranks, eq
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -111,3 +112,40 @@ def test_two_torchrun_nodes_on_localhost_match_one_process(single, tmp_path):
     assert result["world_size"] == 2 and result["steps"] == STEPS
     assert len(set(result["rank_checksums"])) == 1
     _assert_close(job_weights(out), job_weights(one))
+
+
+def _student_weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    (job,) = [p for p in (run_dir / "students").iterdir() if p.is_dir()]
+    result = json.loads((job / "result.json").read_text())
+    return result, load_file(str(job / result["model"] / "model.safetensors"))
+
+
+def test_a_student_with_a_transfer_set_under_two_processes_matches_one_process(tmp_path):
+    """Transfer rows (no label) mixed into uneven global batches of 7 with accumulation 2 and an integer
+    eval_every: a rank's share can hold only unlabelled rows (the mixture's hard part is then 0), and the
+    averaged gradient must still be the 1-process one."""
+    import shutil
+
+    recipe = tiny_recipe(
+        tmp_path, teachers={"members": [{"seed": 1}]}, student={"seeds": [1], "control": False},
+        tasks=[{"name": "rte", "max_train_examples": 12, "max_eval_examples": 11},
+               {"name": "sst2", "max_train_examples": 12, "max_eval_examples": 10, "transfer_split": "train",
+                "max_transfer_examples": 12}],
+        encoder={**TINY_ENCODER, "dropout": 0.0}, heads={"default": {"type": "linear", "dropout": 0.0}},
+        evaluation={"serving": False},
+        training={"epochs": 2, "batch_size": 7, "grad_accum": 2, "eval_every": 2, "eval_batch_size": 4,
+                  "log_every": 1, "keep": "final", "num_threads": 1})
+    one = tmp_path / "one"
+    done = run_mtkd(["recipe", "run", str(recipe), "--output", str(one), "-q"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    shutil.rmtree(two / "students")  # teachers, logits and soft targets reused; the student trains again
+    done = run_mtkd(["recipe", "run", str(recipe), "--output", str(two), "-q", "--nproc", "2"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result, weights), (reference, expected) = _student_weights(two), _student_weights(one)
+    assert result["world_size"] == 2 and result["train_rows"] == {"rte": 12, "sst2": 24} == reference["train_rows"]
+    assert result["steps"] == reference["steps"] and len(set(result["rank_checksums"])) == 1
+    _assert_close(weights, expected)

@@ -92,8 +92,10 @@ def test_a_mixture_learns_unlabelled_rows_from_the_soft_part_only(registries):
     labels = torch.tensor([2, -1, 0, -1])
     loss = mixture(logits, labels, soft)
     soft_part = -(soft * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-    hard_part = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])  # by hand: the two labelled rows
-    assert torch.allclose(loss, 0.25 * soft_part + 0.75 * hard_part)
+    # by hand, per row: 0.25 * soft + 0.75 * ce on the two labelled rows, 0.25 * soft on the others; the mean
+    rows = -(soft * F.log_softmax(logits, dim=-1)).sum(-1) * 0.25
+    rows[[0, 2]] += 0.75 * F.cross_entropy(logits[[0, 2]], labels[[0, 2]], reduction="none")
+    assert torch.allclose(loss, rows.mean())
     # a batch with no label at all: the soft part alone, and every row still gets a gradient
     none = torch.tensor([-1, -1, -1, -1])
     only_soft = mixture(logits, none, soft)
@@ -103,7 +105,7 @@ def test_a_mixture_learns_unlabelled_rows_from_the_soft_part_only(registries):
     # regression: NaN labels are skipped by the hard mse
     reg = registries.losses.create("mixture", {"hard": "mse", "soft": "mse-soft", "alpha": 0.5})
     pred, gold, target = torch.tensor([[1.0], [2.0]]), torch.tensor([0.0, float("nan")]), torch.tensor([[1.0], [1.0]])
-    assert torch.allclose(reg(pred, gold, target), 0.5 * torch.tensor(0.5) + 0.5 * torch.tensor(1.0))
+    assert torch.allclose(reg(pred, gold, target), 0.5 * torch.tensor(0.5) + 0.5 * torch.tensor(1.0) / 2)
     # hard-label losses do not claim to handle them; soft-only losses do
     assert not getattr(registries.losses.create("ce", {}), "handles_unlabelled", False)
     assert registries.losses.create("kl", {}).handles_unlabelled

@@ -84,10 +84,7 @@ def with_transfer(train, transfer):
 
     if transfer is None:
         return train
-    rows = transfer
-    if "label" in train.features and rows.features["label"] != train.features["label"]:
-        rows = rows.cast_column("label", train.features["label"])
-    rows = rows.select_columns(train.column_names)
-    if rows.features != train.features:
+    rows = transfer.select_columns(train.column_names)
+    if rows.features != train.features:  # e.g. the label a ClassLabel in the training split
         rows = rows.cast(train.features)
     return datasets.concatenate_datasets([train, rows])

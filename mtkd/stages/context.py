@@ -11,7 +11,7 @@ from ..errors import CheckpointError, RecipeError
 from ..params import resolve_paths
 from ..plugins import get_registries
 from ..progress import NullProgress
-from ..recipe import Recipe, variation_config
+from ..recipe import TRANSFER_KEYS, Recipe, variation_config
 from .store import RunStore
 
 
@@ -135,8 +135,7 @@ def load_tasks(recipe: Recipe) -> dict[str, TaskBundle]:
     out = {}
     for i, entry in enumerate(recipe.resolved["tasks"]):
         params = {k: v for k, v in entry.items() if k not in ("name", "type", "loss_weight", "max_train_examples",
-                                                              "max_eval_examples", "transfer_split",
-                                                              "max_transfer_examples")}
+                                                              "max_eval_examples", *TRANSFER_KEYS)}
         ctx = TaskContext(name=entry["name"], sources=sources, on_bad_rows=data["on_bad_rows"],
                           resolve_path=recipe.resolve_path, cache_dir=data["cache_dir"])
         task = reg.tasks.create(entry["type"], params, ctx, file=recipe.file, path=f"tasks[{i}]")

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import CheckpointError
 from ..params import path_params
 from ..plugins import get_registries
+from ..recipe import TRANSFER_KEYS
 from .context import (
     HOLDOUT,
     TRANSFER,
@@ -58,9 +59,6 @@ def data_fields(ctx: RunContext) -> dict:
     fps = {n: {"train": tb.train_fingerprint, **tb.eval_fingerprints,
                **({HOLDOUT: tb.carve["holdout_fingerprint"]} if tb.carve else {})} for n, tb in ctx.tasks.items()}
     return {"max_length": ctx.recipe.resolved["data"]["max_length"], "tasks": tasks, "fingerprints": fps}
-
-
-TRANSFER_KEYS = ("transfer_split", "max_transfer_examples")
 
 
 def transfer_fields(ctx: RunContext) -> dict:
@@ -272,24 +270,20 @@ def run_soft_targets(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -
                     raise CheckpointError(f"teacher {name} scores {s:.2f} on {task} {where}, below min_dev_score",
                                           path="teachers.min_dev_score", expected=f">= {min_score}",
                                           found=round(s, 2), hint="retrain it or lower the threshold")
-        targets = aggregate(ctx, logit_units, task, tb.task.train_split, scores)
-        check_finite(targets, f"the soft targets for {task}", hint="a teacher's outputs are too extreme for the "
-                     "aggregation rule; check the teachers' dev scores")
-        if ctx.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / f"{task}.safetensors.tmp"
-            save_file({"targets": targets.astype(np.float32)}, str(tmp),
-                      metadata={"fingerprint": tb.train_fingerprint, "task": task, "rows": str(len(tb.train))})
-            tmp.replace(out_dir / f"{task}.safetensors")
+        # The training rows' file, then (with a transfer set) the transfer rows' file, tagged with its split
+        parts = [(tb.task.train_split, task, {"fingerprint": tb.train_fingerprint, "rows": str(len(tb.train))})]
         if tb.transfer is not None:
-            extra = aggregate(ctx, logit_units, task, TRANSFER, scores)
-            check_finite(extra, f"the soft targets for {task}'s transfer set")
+            parts.append((TRANSFER, f"{task}.{TRANSFER}", {"fingerprint": tb.transfer_info["fingerprint"],
+                                                           "split": TRANSFER, "rows": str(len(tb.transfer))}))
+        for split, name, meta in parts:
+            targets = aggregate(ctx, logit_units, task, split, scores)
+            check_finite(targets, f"the soft targets for {task} ({split})", hint="a teacher's outputs are too "
+                         "extreme for the aggregation rule; check the teachers' dev scores")
             if ctx.main:
-                tmp = out_dir / f"{task}.{TRANSFER}.safetensors.tmp"
-                save_file({"targets": extra.astype(np.float32)}, str(tmp),
-                          metadata={"fingerprint": tb.transfer_info["fingerprint"], "task": task, "split": TRANSFER,
-                                    "rows": str(len(tb.transfer))})
-                tmp.replace(out_dir / f"{task}.{TRANSFER}.safetensors")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                tmp = out_dir / f"{name}.safetensors.tmp"
+                save_file({"targets": targets.astype(np.float32)}, str(tmp), metadata={"fingerprint": meta["fingerprint"], "task": task, **meta})
+                tmp.replace(out_dir / f"{name}.safetensors")
         written.append(task)
     return {"tasks": written}
 

@@ -309,7 +309,7 @@ class Mixture:
     """
 
     uses_soft_targets = True
-    handles_unlabelled = True  # rows without a label (a transfer set) get the soft part only
+    handles_unlabelled = True  # rows without a label (a transfer set) get the soft part only, per row
 
     def __init__(self, params: MixtureParams | None = None):
         self.params = params or MixtureParams()
@@ -332,11 +332,15 @@ class Mixture:
     def __call__(self, logits, labels, soft=None, *, progress: float = 0.0):
         if soft is None:  # a task without teachers trains on its gold labels only
             return self.hard(logits, labels, None, progress=progress)
-        keep = labelled(labels)  # transfer-set rows have no label: the soft part alone learns from them
-        if bool(keep.all()):
+        # Transfer-set rows have no label: their loss is the soft part alone. The value stays a mean over the
+        # batch's rows of a per-row loss (the hard mean over the k labelled rows, times k / batch), which is what
+        # the trainer's weighting of each rank's share assumes: 2 processes then match 1.
+        keep = labelled(labels)
+        k = int(keep.sum())
+        if k == len(labels):
             hard = self.hard(logits, labels, None, progress=progress)
-        elif bool(keep.any()):
-            hard = self.hard(logits[keep], labels[keep], None, progress=progress)
+        elif k:
+            hard = self.hard(logits[keep], labels[keep], None, progress=progress) * (k / len(labels))
         else:
             hard = logits.float().sum() * 0.0  # keeps the graph (and DDP's every-parameter reduction) intact
         alpha = self.alpha_at(progress)
