@@ -106,7 +106,10 @@ FSDP_SHARDING = {"full": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "no_sha
 def fsdp_plugin(scaling: dict):
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    return FullyShardedDataParallelPlugin(sharding_strategy=FSDP_SHARDING[scaling["fsdp_sharding"]])
+    # Original parameters: mtkd's optimizer groups hold single parameters (decay / no decay, per head), and
+    # an encoder may freeze some (FSDP's flattened parameters need one requires_grad for all they hold).
+    return FullyShardedDataParallelPlugin(sharding_strategy=FSDP_SHARDING[scaling["fsdp_sharding"]],
+                                          use_orig_params=True)
 
 
 def make_accelerator(scaling: dict, training: dict):

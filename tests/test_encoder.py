@@ -275,3 +275,22 @@ def test_pretrained_truncation_keeps_the_lower_layers(pretrained_minilm, registr
     full_state = pretrained_minilm.state_dict()
     for name, tensor in short.state_dict().items():
         assert torch.equal(tensor, full_state[name]), name
+
+
+def test_frozen_word_embeddings_get_no_gradient_and_no_update(registries):
+    from mtkd.strategies import make_optimizer
+
+    enc = make_encoder(registries, seed=6, dropout=0.0, freeze_word_embeddings=True)
+    words = enc.model.get_input_embeddings().weight
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    optimizer = make_optimizer(enc, {"weight_decay": 0.01, "lr": 1e-2, "optimizer": "adamw"})
+    assert all(p is not words for g in optimizer.param_groups for p in g["params"])
+    enc.train()
+    enc(**tiny_batch(enc.tokenizer)).pooled.pow(2).sum().backward()
+    assert words.grad is None
+    optimizer.step()
+    changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
+    assert "model.embeddings.word_embeddings.weight" not in changed
+    # everything else still trains, position embeddings and the first layer included
+    assert {"model.embeddings.position_embeddings.weight", "model.encoder.layer.0.attention.self.query.weight"} <= changed
+    assert make_encoder(registries, seed=6).model.get_input_embeddings().weight.requires_grad  # off by default

@@ -357,6 +357,7 @@ def test_every_fsdp_sharding_a_recipe_accepts_builds_accelerates_plugin(sharding
 
     plugin = fsdp_plugin(Scaling(strategy="fsdp", fsdp_sharding=sharding).model_dump())
     assert plugin.sharding_strategy.name == {"full": "FULL_SHARD"}.get(sharding, sharding.upper())
+    assert plugin.use_orig_params  # single-parameter optimizer groups and frozen weights need it
 
 
 # ---------------------------------------------------------------- which dev checkpoint a job keeps

@@ -207,6 +207,12 @@ def build_hf_encoder(params: HFEncoderParams) -> HFEncoder:
         raise RecipeError(f"tokenizer: {tok_source!r} has no fast (Rust) tokenizer", path="tokenizer",
                           hint="name a tokenizer with a tokenizer.json, e.g. the model's original hub id")
 
+    if params.freeze_word_embeddings:
+        embeddings = model.get_input_embeddings()
+        if embeddings is None:
+            raise RecipeError(f"freeze_word_embeddings: {config.model_type} models expose no input embeddings",
+                              path="freeze_word_embeddings", found=True)
+        embeddings.weight.requires_grad_(False)
     if params.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise RecipeError(f"gradient_checkpointing: {config.model_type} models do not support it",

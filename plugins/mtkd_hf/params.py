@@ -22,6 +22,10 @@ class HFEncoderParams(Params):
         "auto", description="auto = the model's pooler when it has one (BERT's pooled [CLS]), else cls")
     dropout: float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
     gradient_checkpointing: bool = False
+    freeze_word_embeddings: bool = Field(
+        False, description="keep the token embedding matrix as loaded (most of a small encoder's weights): "
+                           "steps skip its gradient and optimizer update, and words the training data lacks "
+                           "keep their pretrained vectors")
     trust_remote_code: bool = trust_field(description="run the Python code a model folder or hub repository "
                                                       "ships (only if you trust it); never taken from a checkpoint")
     revision: str | None = Field(None, description="hub branch, tag or commit")
