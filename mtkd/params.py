@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from typing import get_args
+from typing import ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from .errors import RecipeError
 
@@ -14,6 +14,21 @@ class Params(BaseModel):
     """Parameters of a component, as written in a recipe. Unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: Fields a plugin added after its first release. While one holds its default it is left out of the
+    #: resolved recipe, so recipes that do not set it keep their hashes and their runs' stage keys (an
+    #: upgrade does not retrain every teacher).
+    later_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.later_fields:
+                if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
+                        call_default_factory=True):
+                    data.pop(name)
+        return data
 
 
 class NoParams(Params):

@@ -483,3 +483,17 @@ def test_hash_changes_with_the_content(tmp_path):
     assert load_recipe(f, ["objective.classification.type=soft-ce"]).hash != h
     data["training"]["lr"] = 4.0e-5
     assert load_recipe(write_yaml(tmp_path / "b.yaml", data)).hash != h
+
+
+
+def test_a_parameter_a_plugin_added_later_is_left_out_while_at_its_default():
+    from mtkd.params import Params
+
+    class Later(Params):
+        later_fields = ("extra",)
+        size: int = 1
+        extra: bool = False
+
+    assert Later().model_dump() == {"size": 1}
+    assert Later(size=2, extra=False).model_dump() == {"size": 2}
+    assert Later(extra=True).model_dump() == {"size": 1, "extra": True}

@@ -97,3 +97,15 @@ def test_mtdnn_recipe_runs_with_a_tiny_encoder(tmp_path):
     assert len(metrics["tasks"]["rte"]["teachers"]) == 4 and "student" in metrics["tasks"]["rte"]
     assert metrics["teacher_names"] == [m["name"] for m in r["teachers"]["members"]]
     assert (run_dir / "report.md").read_text().startswith("# mtkd report: mtdnn-kd-glue")
+
+
+def test_a_later_encoder_parameter_keeps_the_shipped_hashes():
+    """freeze_word_embeddings came after 0.1: recipes that leave it unset keep their stage keys."""
+    from mtkd.recipe import load_recipe
+
+    plain = load_recipe(RECIPES / "minilm-glue-kd.yaml")
+    assert "freeze_word_embeddings" not in plain.resolved["encoder"]
+    assert plain.hash == "ea9f0507634cee52"  # as before the parameter existed
+    assert load_recipe(RECIPES / "minilm-glue-kd.yaml", ["encoder.freeze_word_embeddings=false"]).hash == plain.hash
+    frozen = load_recipe(RECIPES / "minilm-glue-kd.yaml", ["encoder.freeze_word_embeddings=true"])
+    assert frozen.hash != plain.hash and frozen.resolved["encoder"]["freeze_word_embeddings"] is True

@@ -12,6 +12,8 @@ from mtkd.params import Params, path_field, trust_field
 class HFEncoderParams(Params):
     """Parameters of the ``hf`` encoder."""
 
+    later_fields = ("freeze_word_embeddings",)
+
     model: str = path_field(description="hub id (org/name) or local folder (relative: to the working "
                                         "directory, else to the recipe's folder)")
     pretrained: bool = Field(True, description="load the weights; false = random init from the config")
