@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-DESIGN_ROWS, DESIGN_SEED, MIN_WORDS = 2000, 2, 13
+DESIGN_ROWS, DESIGN_SEED, MIN_WORDS = 2000, 2, 12
 
 
 def _sentences(path: Path, text_column: int) -> set[bytes]:
