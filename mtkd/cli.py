@@ -293,8 +293,9 @@ teachers:
 student:
   seeds: [3]                     # one student per seed
   control: true                  # also train the student on hard labels only, to see what distillation adds
-  encoder: {num_layers: 3}       # a smaller student: the first 3 layers...
-  init_from_teacher: 0           # ...copied from teacher 0
+  encoder: {num_layers: 3, freeze_word_embeddings: true}  # a smaller student: the pretrained model's first 3
+                                 # layers, its word embeddings kept as loaded (faster steps)
+  # init_from_teacher: 0         # or start from teacher 0's lower layers (then the control starts there too)
 # logging:
 #   trackers: [{type: wandb, project: my-project}]   # offline when no W&B API key is set
 """,
