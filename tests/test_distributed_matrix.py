@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TINY_ENCODER, job_losses, job_result, job_weights, mtkd_env, requires_minilm, run_mtkd
 from test_pipeline import tiny_recipe
 
@@ -125,11 +126,13 @@ def _student_weights(run_dir: Path) -> dict:
 def test_a_student_with_a_transfer_set_under_two_processes_matches_one_process(tmp_path):
     """Transfer rows (no label) mixed into uneven global batches of 7 with accumulation 2 and an integer
     eval_every: a rank's share can hold only unlabelled rows (the mixture's hard part is then 0), and the
-    averaged gradient must still be the 1-process one."""
+    averaged gradient must still be the 1-process one. The student starts from the teacher with its word
+    embeddings frozen (the quickstart's student): DDP leaves them out, and they stay the teacher's."""
     import shutil
 
     recipe = tiny_recipe(
-        tmp_path, teachers={"members": [{"seed": 1}]}, student={"seeds": [1], "control": False},
+        tmp_path, teachers={"members": [{"seed": 1}]},
+        student={"seeds": [1], "control": False, "init_from_teacher": 0, "encoder": {"freeze_word_embeddings": True}},
         tasks=[{"name": "rte", "max_train_examples": 12, "max_eval_examples": 11},
                {"name": "sst2", "max_train_examples": 12, "max_eval_examples": 10, "transfer_split": "train",
                 "max_transfer_examples": 12}],
@@ -149,3 +152,8 @@ def test_a_student_with_a_transfer_set_under_two_processes_matches_one_process(t
     assert result["world_size"] == 2 and result["train_rows"] == {"rte": 12, "sst2": 24} == reference["train_rows"]
     assert result["steps"] == reference["steps"] and len(set(result["rank_checksums"])) == 1
     _assert_close(weights, expected)
+    teacher = job_weights(one)
+    (words,) = [k for k in weights if k.endswith("word_embeddings.weight")]
+    assert torch.equal(weights[words], teacher[words])  # frozen: still the teacher's, on both ranks
+    (query,) = [k for k in weights if k.endswith("layer.0.attention.self.query.weight")]
+    assert not torch.equal(weights[query], teacher[query])  # the rest trained
