@@ -72,6 +72,8 @@ def test_holdout_selection_leaks_nothing_and_the_report_carries_the_evidence(tmp
     assert len(metrics["tasks"]["rte"]["students"]) == 2
     report = (run_dir / "report.md").read_text()
     assert comp["sentence"] in report and "Which split chose what" in report and "## Calibration" in report
+    rows = metrics["selection"]["tasks"]["rte"]["holdout_rows"]
+    assert f"rte: {rows} holdout rows" in report and f"one holdout example is {100 / rows:.2f} accuracy points" in report
     assert "| task | teacher-0 | teachers |" in report  # teachers by their names
     for name in metrics["plots"]:
         assert f"]({name})" in report
