@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mtkd.model import load_model
+from mtkd.stats import percentile_interval, resample_weights
 
 
 def predictions(folder: str, task: str, sentences: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
@@ -48,8 +49,8 @@ def main() -> None:
     sentences, labels = [r[0] for r in rows], np.array([int(r[-1]) for r in rows])
     correct = [(predictions(m, args.task, sentences, args.max_length) == labels).astype(float) for m in (args.a, args.b)]
     diff = correct[0] - correct[1]
-    draws = np.random.default_rng(args.seed).integers(0, len(labels), size=(args.resamples, len(labels)))
-    low, high = np.percentile(100 * diff[draws].mean(axis=1), [2.5, 97.5])
+    weights = resample_weights(len(labels), args.resamples, np.random.default_rng(args.seed))  # [B, N] counts
+    low, high = percentile_interval(100 * weights @ diff / len(labels))
     print(f"A {100 * correct[0].mean():.2f}  B {100 * correct[1].mean():.2f}  A - B {100 * diff.mean():+.2f} "
           f"[{low:+.2f}, {high:+.2f}]  ({len(labels)} examples, {args.resamples} paired resamples)")
 

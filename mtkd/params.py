@@ -22,13 +22,19 @@ class Params(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_later_defaults(self, handler):
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in self.later_fields:
-                if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
-                        call_default_factory=True):
-                    data.pop(name)
-        return data
+        return omit_at_default(self, handler(self), self.later_fields)
+
+
+def omit_at_default(model: BaseModel, data, keys) -> dict:
+    """``model``'s dump ``data`` without those of ``keys`` that hold their default: fields added after a release
+    stay out of the resolved recipe until a recipe sets them, so earlier recipes keep their hashes and stage keys.
+    """
+    if isinstance(data, dict):
+        fields = type(model).model_fields
+        for key in keys:
+            if key in data and getattr(model, key) == fields[key].get_default(call_default_factory=True):
+                data.pop(key)
+    return data
 
 
 class NoParams(Params):

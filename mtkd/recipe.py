@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import AfterValidator
 
 from .errors import MtkdError, RecipeError, UnknownComponentError
-from .params import recipe_error
+from .params import omit_at_default, recipe_error
 from .plugins import get_registries, load_plugins
 
 #: Names that become file or folder names: a letter, digit or underscore, then those or ``.+-``.
@@ -76,16 +76,6 @@ class Component(BaseModel):
 TRANSFER_KEYS = ("transfer_split", "max_transfer_examples")
 
 
-def _without_unset(data, keys):
-    """A model's dump without ``keys`` that are unset (None): fields added later stay out of the resolved recipe
-    while unset, so recipes that do not use them keep their hashes and their runs' stage keys."""
-    if isinstance(data, dict):
-        for key in keys:
-            if data.get(key) is None:
-                data.pop(key, None)
-    return data
-
-
 class TaskEntry(BaseModel):
     """One task of the run. Keys other than those below are the task plugin's own parameters."""
 
@@ -103,7 +93,7 @@ class TaskEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_unset_transfer(self, handler):
         """Left out of the resolved recipe while unset, so recipes without a transfer set keep their hashes."""
-        return _without_unset(handler(self), TRANSFER_KEYS)
+        return omit_at_default(self, handler(self), TRANSFER_KEYS)
 
     @property
     def task_type(self) -> str:
@@ -166,7 +156,7 @@ class Training(_Strict):
     def _omit_unset_later_keys(self, handler):
         """Keys added after 0.1 are left out of the resolved recipe while unset, so the stage hashes of
         earlier runs stay valid and their teachers and students are reused."""
-        return _without_unset(handler(self), LATER_TRAINING_KEYS)
+        return omit_at_default(self, handler(self), LATER_TRAINING_KEYS)
     log_every: int = Field(10, gt=0)
     sampling: Component
     num_threads: int | None = Field(None, gt=0)
@@ -242,7 +232,7 @@ class Student(_Strict):
     def _omit_unset_variants(self, handler):
         """No ``variants`` (or ``search``): the resolved recipe (and every hash) is the one of a recipe written
         before them."""
-        return _without_unset(handler(self), ("variants", "search"))
+        return omit_at_default(self, handler(self), ("variants", "search"))
 
 
 class Logging(_Strict):
@@ -257,7 +247,7 @@ class Logging(_Strict):
     @model_serializer(mode="wrap")
     def _omit_unset_progress_keys(self, handler):
         """Unset display settings stay out of the resolved recipe, so they never change its hash."""
-        return _without_unset(handler(self), ("progress_every_steps", "progress_every_seconds"))
+        return omit_at_default(self, handler(self), ("progress_every_steps", "progress_every_seconds"))
 
 
 class Scaling(_Strict):

@@ -115,11 +115,11 @@ def evidence_lines(metrics: dict) -> list[str]:
     if sel:
         lines += ["", "## Which split chose what", "", sel["note"] + "."]
         for t, c in (sel.get("tasks") or {}).items():
-            # How coarse the choice is: a later checkpoint replaces the kept one only when it scores higher.
-            step = 100 / c["holdout_rows"] if c["holdout_rows"] else float("nan")
+            # How coarse the choice is (a carve holds at least one row); a later checkpoint must score higher.
             lines.append(f"- {t}: {c['holdout_rows']} holdout rows ({c['fraction']:.0%} of the training split, "
                          f"fingerprint `{c['fingerprint']}`), {c['train_rows']} rows left to train on; one holdout "
-                         f"example is {step:.2f} accuracy points, and checkpoints that tie keep the earlier one")
+                         f"example moves an accuracy by {100 / c['holdout_rows']:.2f} points, and checkpoints that "
+                         "tie keep the earlier one")
     transfer = metrics.get("transfer")
     if transfer:
         lines += ["", "## Transfer sets (inputs without labels, labelled by the teachers for the student only)", ""]

@@ -73,7 +73,7 @@ def test_holdout_selection_leaks_nothing_and_the_report_carries_the_evidence(tmp
     report = (run_dir / "report.md").read_text()
     assert comp["sentence"] in report and "Which split chose what" in report and "## Calibration" in report
     rows = metrics["selection"]["tasks"]["rte"]["holdout_rows"]
-    assert f"rte: {rows} holdout rows" in report and f"one holdout example is {100 / rows:.2f} accuracy points" in report
+    assert f"rte: {rows} holdout rows" in report and f"one holdout example moves an accuracy by {100 / rows:.2f} points" in report
     assert "| task | teacher-0 | teachers |" in report  # teachers by their names
     for name in metrics["plots"]:
         assert f"]({name})" in report

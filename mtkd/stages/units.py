@@ -282,7 +282,7 @@ def run_soft_targets(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -
             if ctx.main:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 tmp = out_dir / f"{name}.safetensors.tmp"
-                save_file({"targets": targets.astype(np.float32)}, str(tmp), metadata={"fingerprint": meta["fingerprint"], "task": task, **meta})
+                save_file({"targets": targets.astype(np.float32)}, str(tmp), metadata={"task": task, **meta})
                 tmp.replace(out_dir / f"{name}.safetensors")
         written.append(task)
     return {"tasks": written}
