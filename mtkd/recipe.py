@@ -139,8 +139,9 @@ class Training(_Strict):
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     best_metric: str = Field("score", description="which dev checkpoint to keep: `score` (GLUE-style mean over "
                                                   "best_tasks), `TASK`, `TASK.METRIC`, or `final` (the last weights)")
-    best_tasks: list[str] | None = Field(None, min_length=1, description="the tasks whose mean is `score` (default: all); e.g. "
-                                                           "leave out a tiny, noisy dev set such as WNLI's")
+    best_tasks: list[str] | None = Field(None, min_length=1, description="the tasks whose mean is `score` (default: the "
+                                                           "headline's, i.e. all but evaluation.exclude_from_score); "
+                                                           "e.g. leave out a tiny, noisy dev set such as WNLI's")
     keep: Literal["best", "final", "both"] | None = Field(
         None, description="model folders a finished job keeps: `best` (default; `final` when nothing was "
                           "evaluated or best_metric is `final`), `final`, or `both`")
@@ -696,6 +697,7 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False, chec
         load_plugins(model.plugins, file=file)
     load_plugins(extra_plugins)
     resolved = model.model_dump(mode="json")
+    _default_best_tasks(model, resolved)
     # Pass 2: every component against the params its plugin registered; then the files the recipe names.
     token = _COLLECTED.set([])  # every independent problem is collected, so that all are reported at once
     try:
@@ -721,6 +723,20 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False, chec
     if shape_error is not None or collected:
         raise _all_at_once([e for e in (shape_error,) if e is not None] + collected)
     return Recipe(model, resolved, Path(file) if file else None)
+
+
+def _default_best_tasks(model: RecipeModel, resolved: dict) -> None:
+    """A headline that leaves tasks out also chooses without them: unless the recipe names
+    ``training.best_tasks``, checkpoints (and search trials) are scored on the headline's tasks. Written
+    into the resolved recipe, so it is part of every training job's key."""
+    names = [t.name for t in model.tasks]
+    ev = model.evaluation
+    if resolved["training"].get("best_tasks") is not None or not (ev.score_tasks or ev.exclude_from_score):
+        return
+    chosen = ([n for n in names if n in ev.score_tasks] if ev.score_tasks
+              else [n for n in names if n not in ev.exclude_from_score])
+    if chosen and chosen != names:
+        resolved["training"]["best_tasks"] = chosen
 
 
 def _without_bad_values(raw: dict, exc: ValidationError) -> RecipeModel | None:

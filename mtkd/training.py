@@ -467,7 +467,9 @@ class Trainer:
         where = self.job.selection  # a holdout's figures are not logged as dev figures
         flat = {f"{where}/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
         self.tracker.log({**flat, f"{where}/score": glue_score(metrics)}, step=state.step)
-        state.history.append({"step": state.step, "epoch": state.epoch, "metrics": metrics})
+        # Epochs done, from the step: the evaluation after the last step comes before the epoch counter moves.
+        epochs = round(state.step / max(1, self.steps_per_epoch), 4)
+        state.history.append({"step": state.step, "epoch": epochs, "metrics": metrics})
         if t["best_metric"] == "final":
             return
         value = select_metric(metrics, t["best_metric"], t.get("best_tasks"))

@@ -240,6 +240,31 @@ def test_valid_recipe_is_resolved_with_every_default(recipe_file):
     assert r.file == recipe_file and r.base_dir == recipe_file.parent
 
 
+def test_a_headline_without_a_task_chooses_checkpoints_without_it(tmp_path, recipe_file):
+    """exclude_from_score / score_tasks become training.best_tasks (so every job's key holds them) unless the
+    recipe names best_tasks itself; a member's own training keeps its own."""
+    def change(excluded=None, scored=None, best=None, member_best=None):
+        def edit(data):
+            data["evaluation"] = {k: v for k, v in (("exclude_from_score", excluded), ("score_tasks", scored)) if v}
+            if best:
+                data["training"]["best_tasks"] = best
+            if member_best:
+                data["teachers"]["members"][0]["training"] = {"best_tasks": member_best}
+        return edit
+
+    plain = load_recipe(recipe_file)
+    assert "best_tasks" not in plain.resolved["training"]
+    excluded = load_recipe(edited(tmp_path, change(excluded=["sts"])))
+    assert excluded.resolved["training"]["best_tasks"] == ["toy-cls"] and excluded.hash != plain.hash
+    assert load_recipe(edited(tmp_path, change(scored=["sts"]))).resolved["training"]["best_tasks"] == ["sts"]
+    assert load_recipe(edited(tmp_path, change(excluded=["sts"], best=["sts"]))).resolved["training"]["best_tasks"] == ["sts"]
+    member = load_recipe(edited(tmp_path, change(excluded=["sts"], member_best=["sts"])))
+    assert member.resolved["training"]["best_tasks"] == ["toy-cls"]
+    assert member.resolved["teachers"]["members"][0]["training"]["best_tasks"] == ["sts"]
+    # Every task in the headline: nothing to write.
+    assert "best_tasks" not in load_recipe(edited(tmp_path, change(scored=["sts", "toy-cls"]))).resolved["training"]
+
+
 def test_recipe_plugins_are_found_relative_to_the_recipe(tmp_path, monkeypatch):
     write_toy_plugin(tmp_path / "lib")
     recipe = write_yaml(tmp_path / "recipes" / "r.yaml", base_recipe("../lib/toy_plugin.py"))

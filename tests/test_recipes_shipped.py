@@ -103,10 +103,9 @@ def test_a_later_encoder_parameter_keeps_the_shipped_hashes():
     """freeze_word_embeddings came after 0.1: recipes that leave it unset keep their stage keys."""
     from mtkd.recipe import load_recipe
 
-    plain = load_recipe(RECIPES / "minilm-glue-kd.yaml", ["training.precision=bf16"])
+    plain = load_recipe(RECIPES / "minilm-glue-kd.yaml")
     assert "freeze_word_embeddings" not in plain.resolved["encoder"]
-    assert plain.hash == "ea9f0507634cee52"  # the recipe as it was before the parameter existed (bf16 then)
-    both = ["training.precision=bf16", "encoder.freeze_word_embeddings=false"]
-    assert load_recipe(RECIPES / "minilm-glue-kd.yaml", both).hash == plain.hash
-    frozen = load_recipe(RECIPES / "minilm-glue-kd.yaml", ["training.precision=bf16", "encoder.freeze_word_embeddings=true"])
+    assert plain.hash == "bb8d8f40108f81f6"  # the docs/results.md run's version; a change retrains everything
+    assert load_recipe(RECIPES / "minilm-glue-kd.yaml", ["encoder.freeze_word_embeddings=false"]).hash == plain.hash
+    frozen = load_recipe(RECIPES / "minilm-glue-kd.yaml", ["encoder.freeze_word_embeddings=true"])
     assert frozen.hash != plain.hash and frozen.resolved["encoder"]["freeze_word_embeddings"] is True

@@ -168,6 +168,8 @@ def test_keep_leaves_only_the_asked_model_folders(tmp_path, keep, folders, model
     result = json.loads((job / "result.json").read_text())
     assert {p.name for p in job.iterdir() if p.is_dir()} == folders  # no checkpoint/ either
     assert result["model"] == model
+    # Epochs done at each evaluation, the last one (after the final step) included.
+    assert [(h["step"], h["epoch"]) for h in result["history"]] == [(6, 1.0), (12, 2.0)]
     load_model(model_dir(job, result))  # the folder readers resolve is a loadable model
     if model == "best":
         assert result["metrics"] == [h for h in result["history"] if h["step"] == result["best_step"]][0]["metrics"]

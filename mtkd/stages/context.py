@@ -196,12 +196,16 @@ def _transfer(recipe: Recipe, index: int, entry: dict, task, train, held: list):
 def selection_info(ctx: RunContext) -> dict:
     """What the report says about the split that chose checkpoints, aggregator weights and gates."""
     carves = {n: tb.carve for n, tb in ctx.tasks.items() if tb.carve}
+    training = ctx.recipe.resolved["training"]
+    on = ""
+    if training.get("best_metric", "score") == "score" and training.get("best_tasks"):
+        on = f" (checkpoints by the mean score of {', '.join(training['best_tasks'])}: training.best_tasks)"
     if not carves:
-        return {"split": "dev", "note": "Dev chose every checkpoint, the aggregator weights and the gates, and is "
-                                        "also what is reported: the dev figures are optimistic"}
+        return {"split": "dev", "note": f"Dev chose every checkpoint{on}, the aggregator weights and the gates, "
+                                        "and is also what is reported: the dev figures are optimistic"}
     return {"split": HOLDOUT, "fraction": next(iter(carves.values()))["fraction"], "tasks": carves,
             "note": "A holdout carved from each training split (never trained on, no soft targets) chose every "
-                    "checkpoint, the aggregator weights and the gates; dev is only reported"}
+                    f"checkpoint{on}, the aggregator weights and the gates; dev is only reported"}
 
 
 # ---------------------------------------------------------------- components
