@@ -727,16 +727,20 @@ def _validate_once(raw: dict, *, file, extra_plugins, stored: bool = False, chec
 
 def _default_best_tasks(model: RecipeModel, resolved: dict) -> None:
     """A headline that leaves tasks out also chooses without them: unless the recipe names
-    ``training.best_tasks``, checkpoints (and search trials) are scored on the headline's tasks. Written
+    ``training.best_tasks``, checkpoints chosen by ``score`` and search trials use the headline's tasks. Written
     into the resolved recipe, so it is part of every training job's key."""
     names = [t.name for t in model.tasks]
     ev = model.evaluation
-    if resolved["training"].get("best_tasks") is not None or not (ev.score_tasks or ev.exclude_from_score):
-        return
+    training = resolved["training"]
+    # `final` keeps the last weights, but a search still scores its trials by the tasks' mean.
+    by_mean = training.get("best_metric") == "score" or (
+        training.get("best_metric") == "final" and (resolved.get("student") or {}).get("search"))
+    if training.get("best_tasks") is not None or not by_mean or not (ev.score_tasks or ev.exclude_from_score):
+        return  # named by the recipe, nothing chooses by the tasks' mean, or every task is in the headline
     chosen = ([n for n in names if n in ev.score_tasks] if ev.score_tasks
               else [n for n in names if n not in ev.exclude_from_score])
     if chosen and chosen != names:
-        resolved["training"]["best_tasks"] = chosen
+        training["best_tasks"] = chosen
 
 
 def _without_bad_values(raw: dict, exc: ValidationError) -> RecipeModel | None:

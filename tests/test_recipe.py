@@ -261,6 +261,14 @@ def test_a_headline_without_a_task_chooses_checkpoints_without_it(tmp_path, reci
     member = load_recipe(edited(tmp_path, change(excluded=["sts"], member_best=["sts"])))
     assert member.resolved["training"]["best_tasks"] == ["toy-cls"]
     assert member.resolved["teachers"]["members"][0]["training"]["best_tasks"] == ["sts"]
+    # Checkpoints not chosen by the tasks' mean: nothing to write, so the exclusion keeps every training key.
+    final = load_recipe(edited(tmp_path, lambda d: (change(excluded=["sts"])(d), d["training"].update(best_metric="final"))))
+    assert "best_tasks" not in final.resolved["training"]
+    # ... unless a search scores its trials by that mean.
+    searched = load_recipe(edited(tmp_path, lambda d: (change(excluded=["sts"])(d), d["training"].update(
+        best_metric="final"), d["student"].update(search={"lr": [1e-4, 5e-5], "seeds": [7]}),
+        d["evaluation"].update(selection={"holdout": 0.2}))))
+    assert searched.resolved["training"]["best_tasks"] == ["toy-cls"]
     # Every task in the headline: nothing to write.
     assert "best_tasks" not in load_recipe(edited(tmp_path, change(scored=["sts", "toy-cls"]))).resolved["training"]
 

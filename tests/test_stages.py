@@ -125,8 +125,9 @@ FIELD_EFFECTS = [
     ("student.encoder.num_layers=1", {"student", "control", "evaluate"}),
     ("student.init_from_teacher=0", {"student", "control", "evaluate"}),
     ("teachers.members[0].name=renamed", {"evaluate"}),
-    ("evaluation.exclude_from_score=[sst2]", {"evaluate"}),
-    ("evaluation.score_tasks=[rte]", {"evaluate"}),
+    # a headline without a task also chooses checkpoints without it (training.best_tasks): every job changes
+    ("evaluation.exclude_from_score=[sst2]", {"teachers", "logits", "soft-targets", "student", "control", "evaluate"}),
+    ("evaluation.score_tasks=[rte]", {"teachers", "logits", "soft-targets", "student", "control", "evaluate"}),
     # a variant is keyed by what it trains: one identical to the plain student reuses its units
     ("student.variants=[{name: same}]", {"evaluate"}),
     ("student.variants=[{name: l1, encoder: {num_layers: 1}}]", {"student", "control", "evaluate"}),
