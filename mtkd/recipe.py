@@ -577,12 +577,7 @@ class Recipe:
         return content_hash({"sections": {k: self.resolved.get(k) for k in keys}, "extra": extra})
 
     def score_tasks(self) -> list[str]:
-        """The tasks the headline GLUE-style score averages (``evaluation.score_tasks`` / ``exclude_from_score``)."""
-        names = [t.name for t in self.model.tasks]
-        ev = self.model.evaluation
-        if ev.score_tasks:
-            return [n for n in names if n in ev.score_tasks]
-        return [n for n in names if n not in (ev.exclude_from_score or ())]
+        return headline_tasks(self.model)
 
     def distilled_tasks(self) -> list[str]:
         names = [t.name for t in self.model.tasks]
@@ -729,7 +724,6 @@ def _default_best_tasks(model: RecipeModel, resolved: dict) -> None:
     """A headline that leaves tasks out also chooses without them: unless the recipe names
     ``training.best_tasks``, checkpoints chosen by ``score`` and search trials use the headline's tasks. Written
     into the resolved recipe, so it is part of every training job's key."""
-    names = [t.name for t in model.tasks]
     ev = model.evaluation
     training = resolved["training"]
     # `final` keeps the last weights, but a search still scores its trials by the tasks' mean.
@@ -737,10 +731,19 @@ def _default_best_tasks(model: RecipeModel, resolved: dict) -> None:
         training.get("best_metric") == "final" and (resolved.get("student") or {}).get("search"))
     if training.get("best_tasks") is not None or not by_mean or not (ev.score_tasks or ev.exclude_from_score):
         return  # named by the recipe, nothing chooses by the tasks' mean, or every task is in the headline
-    chosen = ([n for n in names if n in ev.score_tasks] if ev.score_tasks
-              else [n for n in names if n not in ev.exclude_from_score])
-    if chosen and chosen != names:
+    chosen = headline_tasks(model)
+    if chosen and len(chosen) < len(model.tasks):
         training["best_tasks"] = chosen
+
+
+def headline_tasks(model: RecipeModel) -> list[str]:
+    """The tasks the headline GLUE-style score averages (``evaluation.score_tasks`` / ``exclude_from_score``),
+    in the recipe's order; names that are not tasks of the run are ignored here (pass 2 reports them)."""
+    names = [t.name for t in model.tasks]
+    ev = model.evaluation
+    if ev.score_tasks:
+        return [n for n in names if n in ev.score_tasks]
+    return [n for n in names if n not in (ev.exclude_from_score or ())]
 
 
 def _without_bad_values(raw: dict, exc: ValidationError) -> RecipeModel | None:
