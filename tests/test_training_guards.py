@@ -153,6 +153,15 @@ def test_a_nan_dev_score_is_never_the_best():
     assert not improves(float("inf"), 50.0)
 
 
+def test_the_logged_score_is_the_mean_of_the_tasks_that_choose(tmp_path):
+    recipe = _recipe(tmp_path, training={"best_metric": "score", "best_tasks": ["rte"]})
+    assert _run(recipe).exit_code == 0
+    rows = [json.loads(x) for x in (_job_dir(tmp_path) / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "dev/score" in r]
+    assert len(evals) == 2 and all("dev/sst2/accuracy" in r for r in evals)  # every task still logged
+    assert all(r["dev/score"] == r["dev/rte/accuracy"] for r in evals)
+
+
 # ---------------------------------------------------------------- what a finished job keeps
 
 
