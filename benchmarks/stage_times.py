@@ -1,0 +1,57 @@
+"""Training time per stage of a recipe version in a run folder, from each job's own ``result.json``.
+
+    python benchmarks/stage_times.py recipes/minilm-glue-kd.yaml runs/minilm-glue-kd [--set KEY=VALUE ...]
+
+A job's ``train_seconds`` adds up across resumes, so a run that was stopped and resumed still gets its true
+training time (wall-clock gaps between invocations are not in it). Units shared with another recipe version
+(reused from the same folder) are listed, marked ``reused``: their time was spent once. Prints one line per
+job and a total per stage; units not finished are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mtkd.progress import NullProgress
+from mtkd.recipe import load_recipe
+from mtkd.stages.context import RunContext, load_tasks
+from mtkd.stages.graph import execute
+from mtkd.stages.store import RunStore
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe")
+    ap.add_argument("run_dir")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    recipe = load_recipe(args.recipe, args.sets)
+    ctx = RunContext(recipe, RunStore(args.run_dir), load_tasks(recipe), NullProgress())
+    units = {**execute(ctx, resolve_only=True, until="student"), **execute(ctx, resolve_only=True, until="control")}
+    totals: dict[str, list[float]] = {}
+    seen: set[str] = set()
+    print(f"recipe {recipe.name} version {recipe.hash}")
+    for uid, u in units.items():
+        if not u.folder:
+            continue
+        if u.marker is None:
+            print(f"  {u.stage:15s} {uid:32s} not finished")
+            continue
+        result = ctx.store.path(u.folder) / "result.json"
+        if not result.exists():  # logits, soft targets: no training job
+            continue
+        shared = u.folder in seen
+        seen.add(u.folder)
+        seconds = json.loads(result.read_text())["train_seconds"]
+        if not shared:
+            totals.setdefault(u.stage, []).append(seconds)
+        mark = "  (the same unit as above)" if shared else ("  (reused)" if u.marker.get("recipe") != recipe.hash
+                                                         else "")
+        print(f"  {u.stage:15s} {uid:32s} {seconds:8.1f} s{mark}")
+    for stage, values in totals.items():
+        print(f"{stage:15s} {len(values)} jobs, {sum(values):8.1f} s ({min(values):.0f}-{max(values):.0f} s each)")
+
+
+if __name__ == "__main__":
+    main()
