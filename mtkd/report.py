@@ -213,6 +213,13 @@ def search_lines(metrics: dict) -> list[str]:
                                               if len(t["scores"]) > 1 else "")
                 cells.append(f"**{cell} chosen**" if t["chosen"] else cell)
             lines.append(f"| {describe_setting(row['setting'])} | " + " | ".join(cells) + " |")
+        held = [(r, search["roles"][r].get("confirmations")) for r in roles]
+        held = [(r, c) for r, c in held if c]
+        if held:
+            lines += ["", "The confirmation seeds on the holdout (the checkpoints they kept there; chosen on it, so "
+                      "optimistic alike), to set beside their dev figures: " + "; ".join(
+                          f"{r} " + ", ".join(f"{c['score']:.2f}" for c in rows) +
+                          f" (mean {sum(c['score'] for c in rows) / len(rows):.2f})" for r, rows in held) + "."]
     budget = metrics.get("budget")
     if budget:
         n = budget["examples"]

@@ -255,10 +255,15 @@ def test_search_end_to_end_chooses_on_the_holdout_caches_and_retrains_only_what_
         # the confirmation trained with the chosen setting and a seed that no trial used
         (confirm,) = (run_dir / f"{folder.split('-')[0]}").glob("*/result.json")
         assert json.loads(confirm.read_text())["job"] == f"{role}-s1"
+        # its holdout score is recorded beside the trials' (what dev is then set against)
+        (held,) = table["confirmations"]
+        assert held["seed"] == 1 and held["score"] == json.loads(confirm.read_text())["best"] > 50
         assert 1e-3 / 2 < peak_lr(confirm.parent) <= 1e-3 * 1.0001
     report = (run_dir / "report.md").read_text()
     assert "## Training-budget search (chosen on the holdout)" in report
     assert "lr=0.001 | **" in report and "confirmation seeds (1) on dev" in report
+    assert "The confirmation seeds on the holdout" in report
+    assert f"student {search_block['roles']['student']['confirmations'][0]['score']:.2f} (mean" in report
     assert "search: student chose lr=0.001" in " ".join(result.output.split())
     # a teacher trained 5 epochs, student and control 4: said in the report and on the terminal
     assert metrics["budget"]["teachers"] == {"teacher-0": 5.0} and metrics["budget"]["student"] == 4.0
@@ -362,6 +367,12 @@ def test_variants_sharing_a_control_share_its_trials(tmp_path):
     roles = json.loads((run_dir / "metrics.json").read_text())["search"]["roles"]
     assert set(roles) == {"student:a", "student:b", "control:a", "control:b"}
     assert roles["control:a"] == roles["control:b"]
+    # each variant's own confirmation: one each, from the students' own jobs
+    assert [len(roles[r]["confirmations"]) for r in sorted(roles)] == [1, 1, 1, 1]
+    kept = sorted(json.loads(p.read_text())["best"] for p in (run_dir / "students").glob("*/result.json"))
+    assert sorted(roles[r]["confirmations"][0]["score"] for r in ("student:a", "student:b")) == kept
+    (control,) = (run_dir / "controls").glob("*/result.json")
+    assert roles["control:a"]["confirmations"][0]["score"] == json.loads(control.read_text())["best"]
 
 
 @requires_minilm
