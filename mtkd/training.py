@@ -467,9 +467,8 @@ class Trainer:
         where = self.job.selection  # a holdout's figures are not logged as dev figures
         flat = {f"{where}/{task}/{m}": v for task, ms in metrics.items() for m, v in ms.items()}
         # `score` over the tasks that choose (best_tasks), so the curves show what the choice compares
-        chosen = t.get("best_tasks")
-        scored = {k: v for k, v in metrics.items() if not chosen or k in chosen}
-        self.tracker.log({**flat, f"{where}/score": glue_score(scored)}, step=state.step)
+        score = select_metric(metrics, "score", t.get("best_tasks"))
+        self.tracker.log({**flat, f"{where}/score": score}, step=state.step)
         # Epochs done, from the step: the evaluation after the last step comes before the epoch counter moves.
         epochs = round(state.step / max(1, self.steps_per_epoch), 4)
         state.history.append({"step": state.step, "epoch": epochs, "metrics": metrics})

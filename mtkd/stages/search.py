@@ -201,20 +201,22 @@ def evaluation_block(ctx: RunContext, inputs: dict) -> dict | None:
             if u.stage == stage:
                 families.setdefault(u.id.rsplit("-trial:", 1)[0], []).append(u)
         for family, trials in families.items():
-            out["roles"][family] = {**trial_table(ctx, trials), "confirmations": confirmation_scores(ctx, inputs, family)}
+            out["roles"][family] = {**trial_table(ctx, trials),
+                                    "confirmations": confirmation_scores(ctx, inputs, family)}
     return out
 
 
 def confirmation_scores(ctx: RunContext, inputs: dict, family: str) -> list[dict]:
     """The confirmation seeds' selection scores on the holdout (of the checkpoints they kept there), to set beside
     their dev figures: a holdout that disagrees with dev says how far a choice made on it carries."""
+    from .units import job_result
+
     role = family.split(":", 1)[0]
     rows = []
     for u in inputs.values():
         if u.stage == role and u.id.rsplit(":", 1)[0] == family and u.folder_prefix:
-            result = json.loads((ctx.store.path(u.folder) / "result.json").read_text())
             rows.append({"seed": u.fields["seed"],
-                         "score": trial_score(result, u.fields["config"]["training"], u.label)})
+                         "score": trial_score(job_result(ctx, u), u.fields["config"]["training"], u.label)})
     return sorted(rows, key=lambda r: r["seed"])
 
 
