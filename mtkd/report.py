@@ -71,6 +71,13 @@ def _interval(d: dict | None) -> str:
     return f"{d['delta']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
 
+def _interval3(d: dict | None) -> str:
+    """A calibration delta (a fraction, not points) with its interval."""
+    if not d:
+        return "—"
+    return f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
 def evidence_lines(metrics: dict) -> list[str]:
     """The deltas with their intervals, the seed spread, calibration, the selection split and the plots."""
     comp = metrics.get("comparison") or {}
@@ -109,6 +116,16 @@ def evidence_lines(metrics: dict) -> list[str]:
                   "| task | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for t in tasks:
             cells = [f"{cal[m][t]['ece']:.3f} / {cal[m][t]['brier']:.3f}" if t in cal[m] else "—" for m in models]
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    deltas = comp.get("calibration_deltas") or {}
+    if deltas:
+        pairs = list(deltas)
+        lines += ["", "Student − other, with the " + comp["method"].get("calibration_deltas", "paired bootstrap") + ":", "",
+                  "| task | " + " | ".join(f"{p.removeprefix('student_vs_')}: ECE | Brier" for p in pairs) + " |",
+                  "|---|" + "---|---|" * len(pairs)]
+        for t in sorted({t for per in deltas.values() for t in per}):
+            cells = [f"{_interval3(deltas[p].get(t, {}).get('ece'))} | {_interval3(deltas[p].get(t, {}).get('brier'))}"
+                     for p in pairs]
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines += search_lines(metrics)
     sel = metrics.get("selection")

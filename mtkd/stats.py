@@ -13,7 +13,8 @@ Input shape (``comparison(tasks, labels, systems)``)::
 ``outputs`` are logits [N, C] (``kind="logits"``) or class probabilities [N, C] (``kind="probs"``, the
 ensemble's aggregated targets) for classification, values [N] or [N, 1] for regression. A system has
 one run per seed (student, control) or a single run (a teacher, the ensemble). The names
-``student``, ``control`` and ``ensemble`` are the ones compared; every system gets calibration.
+``student``, ``control`` and ``ensemble`` are the ones compared; every system gets calibration, and
+the student's ECE and Brier score get the same paired intervals against control and ensemble.
 
 The method, stated in the block itself: a paired percentile bootstrap. Each resample draws the dev
 examples of every task split with replacement (the same indices for both systems and for every
@@ -130,6 +131,67 @@ def calibration(outputs_by_split: dict, labels_by_split: dict, kind: str, bins: 
     probs = np.concatenate([probabilities(outputs_by_split[s], kind) for s in sorted(outputs_by_split)])
     labels = np.concatenate([np.asarray(labels_by_split[s]).reshape(-1) for s in sorted(outputs_by_split)])
     return {"ece": expected_calibration_error(probs, labels, bins), "brier": brier_score(probs, labels)}
+
+
+def calibration_on_counts(probs, labels, W, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """ECE and Brier score on each resample given as counts ``W`` [B, N]; a row of ones is the full set.
+
+    Per bin, ``|B_b|/N * |acc_b - conf_b|`` is ``|sum over the bin of (correct - confidence)| / N``, so a
+    resample's ECE is one weighted sum per bin.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1).astype(int)
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    conf = probs.max(axis=-1)
+    gap = (probs.argmax(axis=-1) == labels).astype(np.float64) - conf
+    in_bin = np.zeros((len(labels), bins))
+    in_bin[np.arange(len(labels)), np.minimum((conf * bins).astype(int), bins - 1)] = 1.0
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(len(labels)), labels] = 1.0
+    n = W.sum(axis=1)
+    ece = np.abs((W * gap) @ in_bin).sum(axis=1) / n
+    brier = W @ ((probs - onehot) ** 2).sum(axis=-1) / n
+    return ece, brier
+
+
+def _calibration_samples(system: System, run: int, task: str, splits: list[str], y: np.ndarray,
+                         blocks: list[np.ndarray], bins: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """One run's ECE and Brier score on every resample (blocks of counts) and on the full set."""
+    p = np.concatenate([probabilities(system.runs[run][task][s], system.kind) for s in splits])
+    parts = [calibration_on_counts(p, y, w, bins) for w in blocks]
+    full = calibration_on_counts(p, y, np.ones((1, len(y))), bins)
+    return (np.concatenate([e for e, _ in parts]), np.concatenate([br for _, br in parts]),
+            (float(full[0][0]), float(full[1][0])))
+
+
+def calibration_deltas(labels: dict, a: System, b: System, *, pairs: list[tuple[int, int]],
+                       resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
+                       bins: int = ECE_BINS) -> dict:
+    """``a - b`` in ECE and Brier score per classification task, with the score's paired bootstrap.
+
+    ``labels`` is ``{task: {split: array}}`` (classification tasks only); splits are pooled as in
+    :func:`calibration`, but each split's examples are drawn separately, and the seeds (pairs) are
+    drawn with replacement. A negative delta means ``a`` is better calibrated.
+    """
+    rng = np.random.default_rng(seed)
+    seed_w = _seed_weights(len(pairs), resamples, rng, True)
+    out: dict = {}
+    for t, by_split in labels.items():
+        splits = sorted(by_split)
+        y = np.concatenate([np.asarray(by_split[s]).reshape(-1) for s in splits])
+        sizes = [len(np.asarray(by_split[s]).reshape(-1)) for s in splits]
+        step = max(1, _BLOCK_CELLS // max(1, len(y)))
+        blocks = [np.hstack([resample_weights(n, min(step, resamples - i), rng) for n in sizes])
+                  for i in range(0, resamples, step)]
+        cache_a = {i: _calibration_samples(a, i, t, splits, y, blocks, bins) for i in {ia for ia, _ in pairs}}
+        cache_b = {i: _calibration_samples(b, i, t, splits, y, blocks, bins) for i in {ib for _, ib in pairs}}
+        entry = {}
+        for k, name in enumerate(("ece", "brier")):
+            samples = np.stack([cache_a[ia][k] - cache_b[ib][k] for ia, ib in pairs], axis=1)
+            point = np.array([cache_a[ia][2][k] - cache_b[ib][2][k] for ia, ib in pairs])
+            entry[name] = _summarise(samples, point, seed_w, confidence)
+        out[t] = entry
+    return out
 
 
 # ---------------------------------------------------------------- resampling
@@ -344,12 +406,7 @@ def paired_bootstrap(scorers: dict[str, TaskScorer], a_runs: list[dict], b_runs:
         weights = {t: {s: resample_weights(len(sc.labels[s]), resamples, rng) for s in sc.splits}
                    for t, sc in scorers.items()}
     resamples = next(iter(next(iter(weights.values())).values())).shape[0]
-    # Seeds drawn with replacement: [B, P] multiplicities of each pair (all ones when not resampled).
-    n_pairs = len(pairs)
-    if resample_seeds and n_pairs > 1:
-        seed_w = weights_from_indices(rng.integers(0, n_pairs, size=(resamples, n_pairs)), n_pairs)
-    else:
-        seed_w = np.ones((resamples, n_pairs))
+    seed_w = _seed_weights(len(pairs), resamples, rng, resample_seeds)
     per_pair: dict[str, np.ndarray] = {}  # task -> [B, P] deltas
     point: dict[str, np.ndarray] = {}  # task -> [P] deltas on the full dev set
     for t in tasks:
@@ -368,24 +425,33 @@ def paired_bootstrap(scorers: dict[str, TaskScorer], a_runs: list[dict], b_runs:
         per_pair[t] = np.stack(deltas, axis=1)
         point[t] = np.asarray(points)
 
-    def summarise(samples_bp: np.ndarray, point_p: np.ndarray) -> dict:
-        pooled = (samples_bp * seed_w).sum(axis=1) / seed_w.sum(axis=1)
-        lo, hi = percentile_interval(pooled, confidence)
-        out = {"delta": float(np.mean(point_p)), "low": lo, "high": hi}
-        if len(point_p) > 1:
-            out["per_seed"] = []
-            for j in range(len(point_p)):
-                plo, phi = percentile_interval(samples_bp[:, j], confidence)
-                out["per_seed"].append({"delta": float(point_p[j]), "low": plo, "high": phi})
-        return out
-
-    result = {"tasks": {t: summarise(per_pair[t], point[t]) for t in tasks}}
+    result = {"tasks": {t: _summarise(per_pair[t], point[t], seed_w, confidence) for t in tasks}}
     chosen = [t for t in score_tasks if t in per_pair]
     if chosen:
         score_samples = np.mean([per_pair[t] for t in chosen], axis=0)
         score_point = np.mean([point[t] for t in chosen], axis=0)
-        result["score"] = {**summarise(score_samples, score_point), "tasks": chosen}
+        result["score"] = {**_summarise(score_samples, score_point, seed_w, confidence), "tasks": chosen}
     return result
+
+
+def _seed_weights(n_pairs: int, resamples: int, rng: np.random.Generator, resample_seeds: bool) -> np.ndarray:
+    """[B, P] multiplicities of each pair: the seeds drawn with replacement (all ones when not resampled)."""
+    if resample_seeds and n_pairs > 1:
+        return weights_from_indices(rng.integers(0, n_pairs, size=(resamples, n_pairs)), n_pairs)
+    return np.ones((resamples, n_pairs))
+
+
+def _summarise(samples_bp: np.ndarray, point_p: np.ndarray, seed_w: np.ndarray, confidence: float) -> dict:
+    """Point delta (mean over pairs), the interval of the seed-weighted resamples, and each pair's own."""
+    pooled = (samples_bp * seed_w).sum(axis=1) / seed_w.sum(axis=1)
+    lo, hi = percentile_interval(pooled, confidence)
+    out = {"delta": float(np.mean(point_p)), "low": lo, "high": hi}
+    if len(point_p) > 1:
+        out["per_seed"] = []
+        for j in range(len(point_p)):
+            plo, phi = percentile_interval(samples_bp[:, j], confidence)
+            out["per_seed"].append({"delta": float(point_p[j]), "low": plo, "high": phi})
+    return out
 
 
 def _blocked_scores(scorer: TaskScorer, preds: dict, W: dict[str, np.ndarray]) -> np.ndarray:
@@ -457,8 +523,12 @@ def comparison(tasks: dict, labels: dict, systems: dict[str, System], *, score_t
         "score_tasks": score_tasks,
         "calibration": f"ECE over {ece_bins} equal-width bins of the top-class probability (a fraction, 0-1); "
                        "multi-class Brier score; eval splits pooled; classification tasks only",
+        "calibration_deltas": "student - other in ECE and Brier score with the same paired bootstrap "
+                              "(each eval split's examples and the seeds drawn with replacement); "
+                              "negative means the student is better calibrated",
         "fast_metrics": {t: sc.fast is not None for t, sc in scorers.items()},
     }}
+    cal_deltas: dict = {}
     for other in ("control", "ensemble"):
         if "student" not in systems or other not in systems:
             continue
@@ -475,6 +545,11 @@ def comparison(tasks: dict, labels: dict, systems: dict[str, System], *, score_t
                                  resample_seeds=True)
         block["seeds"] = list(systems["student"].seeds)
         out[f"student_vs_{other}"] = block
+        cal_labels = {t: labels[t] for t in evaluated if tasks[t].task_type != "regression"}
+        if cal_labels:
+            cal_deltas[f"student_vs_{other}"] = calibration_deltas(
+                cal_labels, systems["student"], systems[other], pairs=pairs, resamples=resamples,
+                confidence=confidence, seed=seed, bins=ece_bins)
     out["seed_spread"] = {name: _seed_spread(scorers, systems[name], preds[name], score_tasks)
                           for name in ("student", "control") if name in systems}
     cal: dict = {}
@@ -492,6 +567,8 @@ def comparison(tasks: dict, labels: dict, systems: dict[str, System], *, score_t
         if per_task:
             cal[name] = per_task
     out["calibration"] = cal
+    if cal_deltas:
+        out["calibration_deltas"] = cal_deltas
     if "student_vs_control" in out and "score" in out["student_vs_control"]:
         out["sentence"] = quotable(out["student_vs_control"]["score"], len(systems["student"].runs))
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from helpers import pipeline_recipe, requires_minilm, run_cli
 from PIL import Image
 from safetensors import safe_open
@@ -68,10 +69,19 @@ def test_holdout_selection_leaks_nothing_and_the_report_carries_the_evidence(tmp
     assert sc["score"]["low"] <= sc["score"]["delta"] <= sc["score"]["high"]
     assert comp["sentence"].startswith("Distillation changed the GLUE-style score by")
     assert set(comp["calibration"]) == {"student", "control", "ensemble", "teacher-0"}
+    for other in ("control", "ensemble"):  # the calibration change, with its interval, per task
+        for name in ("rte", "sst2"):
+            for m in ("ece", "brier"):
+                d = comp["calibration_deltas"][f"student_vs_{other}"][name][m]
+                assert d["low"] <= d["high"] and len(d["per_seed"]) == 2
+                cal = comp["calibration"]
+                assert d["delta"] == pytest.approx(cal["student"][name][m] - cal[other][name][m])
     # dev figures of students and controls come from the dev outputs of their kept models
     assert len(metrics["tasks"]["rte"]["students"]) == 2
     report = (run_dir / "report.md").read_text()
     assert comp["sentence"] in report and "Which split chose what" in report and "## Calibration" in report
+    d = comp["calibration_deltas"]["student_vs_control"]["rte"]["ece"]
+    assert f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" in report
     rows = metrics["selection"]["tasks"]["rte"]["holdout_rows"]
     assert f"rte: {rows} holdout rows" in report and f"one holdout example moves an accuracy by {100 / rows:.2f} points" in report
     assert "| task | teacher-0 | teachers |" in report  # teachers by their names

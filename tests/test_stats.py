@@ -16,6 +16,8 @@ from mtkd.stats import (
     System,
     TaskScorer,
     brier_score,
+    calibration_deltas,
+    calibration_on_counts,
     comparison,
     expected_calibration_error,
     paired_bootstrap,
@@ -147,6 +149,34 @@ def test_calibration_by_hand():
     assert brier_score(probs, labels) == pytest.approx((0.02 + 0.72 + 0.18 + 0.605) / 4)
 
 
+def test_calibration_on_counts_is_calibration_on_the_drawn_rows():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], size=40)
+    labels = rng.integers(0, 3, 40)
+    idx = rng.integers(0, 40, size=(5, 40))
+    ece, brier = calibration_on_counts(probs, labels, weights_from_indices(idx, 40))
+    for b in range(5):
+        assert ece[b] == pytest.approx(expected_calibration_error(probs[idx[b]], labels[idx[b]]))
+        assert brier[b] == pytest.approx(brier_score(probs[idx[b]], labels[idx[b]]))
+
+
+def test_calibration_deltas_by_hand():
+    labels = {"t": {"validation": np.array([1, 1, 1])}}
+    # Every row right, the student at confidence .9 and the control at .7: every resample has
+    # ECE .1 vs .3 and Brier .02 vs .18, so the delta and both bounds are -.2 and -.16.
+    sure = System([{"t": {"validation": np.tile([0.1, 0.9], (3, 1))}}], kind="probs")
+    unsure = System([{"t": {"validation": np.tile([0.3, 0.7], (3, 1))}}], kind="probs")
+    d = calibration_deltas(labels, sure, unsure, pairs=[(0, 0)], resamples=200)["t"]
+    assert (d["ece"]["delta"], d["ece"]["low"], d["ece"]["high"]) == pytest.approx((-0.2, -0.2, -0.2))
+    assert (d["brier"]["delta"], d["brier"]["low"], d["brier"]["high"]) == pytest.approx((-0.16, -0.16, -0.16))
+    # Brier is a mean over rows: per-row deltas (-.5, 0, 0) give -.5 k / 3 with k ~ Binomial(3, 1/3);
+    # P(k = 3) = 1/27 > 2.5 % and P(k = 0) = 8/27 > 2.5 %, so the interval is [-.5, 0].
+    a = System([{"t": {"validation": np.array([[0.0, 1.0], [0.5, 0.5], [0.5, 0.5]])}}], kind="probs")
+    b = System([{"t": {"validation": np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])}}], kind="probs")
+    d = calibration_deltas(labels, a, b, pairs=[(0, 0)], resamples=20000, seed=1)["t"]["brier"]
+    assert (d["delta"], d["low"], d["high"]) == pytest.approx((-0.5 / 3, -0.5, 0.0))
+
+
 def test_percentile_interval_leaves_out_nan():
     assert percentile_interval([np.nan, 1.0, 1.0, 1.0]) == (1.0, 1.0)
     lo, hi = percentile_interval([np.nan, np.nan])
@@ -190,6 +220,16 @@ def test_comparison_block_shape_and_the_quotable_sentence():
     assert block["method"]["fast_metrics"] == {"mrpc": True, "rte": True, "stsb": True}
     assert set(block["calibration"]) == {"student", "control", "ensemble", "teacher-a"}
     assert set(block["calibration"]["student"]) == {"mrpc", "rte"}  # classification only
+    for other in ("control", "ensemble"):
+        per_task = block["calibration_deltas"][f"student_vs_{other}"]
+        assert set(per_task) == {"mrpc", "rte"}
+        for t in per_task:
+            for m in ("ece", "brier"):
+                d = per_task[t][m]
+                expect = block["calibration"]["student"][t][m] - block["calibration"][other][t][m]
+                assert d["delta"] == pytest.approx(expect) and d["low"] <= d["high"]
+    # one-hot-ish logits: the student's Brier is lower than the weaker control's beyond noise
+    assert block["calibration_deltas"]["student_vs_control"]["rte"]["brier"]["high"] < 0
     assert block["seed_spread"]["student"]["seeds"] == seeds
     assert len(block["seed_spread"]["control"]["score"]["values"]) == 3
     assert block["sentence"].startswith(f"Distillation changed the GLUE-style score by {sc['score']['delta']:+.2f} [")

@@ -170,9 +170,13 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
         out["variants"] = {}
         for i, v in enumerate(variants):
             pv = per_variant[v.name]
-            comp = {k: out["comparison"][k] for k in ("method", "student_vs_control", "seed_spread", "sentence")
-                    if k in out["comparison"]} if i == 0 else \
-                comparison_block(ctx, [], [], {}, pv["students"], pv["controls"], pv["seeds"], score_tasks)
+            if i == 0:  # the main comparison's, less what involves the ensemble (other variants have none)
+                main = out["comparison"]
+                comp = {k: main[k] for k in ("method", "student_vs_control", "seed_spread", "sentence") if k in main}
+                if "student_vs_control" in main.get("calibration_deltas", {}):
+                    comp["calibration_deltas"] = {"student_vs_control": main["calibration_deltas"]["student_vs_control"]}
+            else:
+                comp = comparison_block(ctx, [], [], {}, pv["students"], pv["controls"], pv["seeds"], score_tasks)
             out["variants"][v.name] = {
                 "students": [_metrics_of(ctx, o) for o in pv["students"]],
                 "controls": [_metrics_of(ctx, o) for o in pv["controls"]],
