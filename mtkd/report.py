@@ -120,7 +120,7 @@ def evidence_lines(metrics: dict) -> list[str]:
     deltas = comp.get("calibration_deltas") or {}
     if deltas:
         pairs = list(deltas)
-        lines += ["", "Student − other, with the " + comp["method"].get("calibration_deltas", "paired bootstrap") + ":", "",
+        lines += ["", "Student − other in " + comp["method"].get("calibration_deltas", "ECE and Brier score") + ":", "",
                   "| task | " + " | ".join(f"{p.removeprefix('student_vs_')}: ECE | Brier" for p in pairs) + " |",
                   "|---|" + "---|---|" * len(pairs)]
         for t in sorted({t for per in deltas.values() for t in per}):

@@ -523,9 +523,9 @@ def comparison(tasks: dict, labels: dict, systems: dict[str, System], *, score_t
         "score_tasks": score_tasks,
         "calibration": f"ECE over {ece_bins} equal-width bins of the top-class probability (a fraction, 0-1); "
                        "multi-class Brier score; eval splits pooled; classification tasks only",
-        "calibration_deltas": "student - other in ECE and Brier score with the same paired bootstrap "
-                              "(each eval split's examples and the seeds drawn with replacement); "
-                              "negative means the student is better calibrated",
+        "calibration_deltas": "ECE and Brier score, the same paired bootstrap (each eval split's examples "
+                              "and the seeds drawn with replacement); negative means the student is better "
+                              "calibrated",
         "fast_metrics": {t: sc.fast is not None for t, sc in scorers.items()},
     }}
     cal_deltas: dict = {}

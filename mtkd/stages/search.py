@@ -166,9 +166,11 @@ def job_name(name: str, unit: Unit) -> str:
 
 def trial_table(ctx: RunContext, trials: list[Unit]) -> dict:
     """Every tried setting with its selection scores (per trial seed, and their mean) and the chosen one."""
+    from .units import job_result
+
     rows: dict[int, dict] = {}
     for t in trials:
-        result = json.loads((ctx.store.path(t.folder) / "result.json").read_text())
+        result = job_result(ctx, t)
         row = rows.setdefault(t.search["index"], {"setting": t.search["setting"], "seeds": [], "scores": []})
         row["seeds"].append(t.fields["seed"])
         row["scores"].append(trial_score(result, t.fields["config"]["training"], t.label))
