@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -167,7 +168,7 @@ def _calibration_samples(system: System, run: int, task: str, splits: list[str],
 def calibration_deltas(labels: dict, a: System, b: System, *, pairs: list[tuple[int, int]],
                        resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
                        bins: int = ECE_BINS) -> dict:
-    """``a - b`` in ECE and Brier score per classification task, with the score's paired bootstrap.
+    """``a - b`` in ECE and Brier score per classification task: the score's paired bootstrap, BC intervals.
 
     ``labels`` is ``{task: {split: array}}`` (classification tasks only); splits are pooled as in
     :func:`calibration`, but each split's examples are drawn separately, and the seeds (pairs) are
@@ -189,7 +190,7 @@ def calibration_deltas(labels: dict, a: System, b: System, *, pairs: list[tuple[
         for k, name in enumerate(("ece", "brier")):
             samples = np.stack([cache_a[ia][k] - cache_b[ib][k] for ia, ib in pairs], axis=1)
             point = np.array([cache_a[ia][2][k] - cache_b[ib][2][k] for ia, ib in pairs])
-            entry[name] = _summarise(samples, point, seed_w, confidence)
+            entry[name] = _summarise(samples, point, seed_w, confidence, bias_corrected=True)
         out[t] = entry
     return out
 
@@ -377,14 +378,26 @@ def _close(a, b) -> bool:
     return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a)))
 
 
-def percentile_interval(samples, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The percentile bootstrap interval of ``samples`` (NaN resamples left out)."""
+def percentile_interval(samples, confidence: float = CONFIDENCE, *, point: float | None = None) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``samples`` (NaN resamples left out).
+
+    With ``point`` (the estimate on the full data), the bias-corrected percentile interval (Efron's BC):
+    the quantiles move by how far the resamples sit off the estimate. ECE needs it: on a resample, whose
+    repeated rows leave bins noisier, it is biased upward, most for a model whose ECE is near 0.
+    """
     samples = np.asarray(samples, dtype=np.float64)
     samples = samples[~np.isnan(samples)]
     if samples.size == 0:
         return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
+    qs = [alpha, 1.0 - alpha]
+    if point is not None and math.isfinite(point):
+        below = (np.sum(samples < point) + 0.5 * np.sum(samples == point)) / samples.size
+        below = min(max(below, 1.0 / (samples.size + 1)), samples.size / (samples.size + 1))
+        normal = NormalDist()
+        z0 = normal.inv_cdf(below)
+        qs = [normal.cdf(2 * z0 + normal.inv_cdf(q)) for q in qs]
+    lo, hi = np.quantile(samples, qs)
     return float(lo), float(hi)
 
 
@@ -441,15 +454,18 @@ def _seed_weights(n_pairs: int, resamples: int, rng: np.random.Generator, resamp
     return np.ones((resamples, n_pairs))
 
 
-def _summarise(samples_bp: np.ndarray, point_p: np.ndarray, seed_w: np.ndarray, confidence: float) -> dict:
+def _summarise(samples_bp: np.ndarray, point_p: np.ndarray, seed_w: np.ndarray, confidence: float,
+               bias_corrected: bool = False) -> dict:
     """Point delta (mean over pairs), the interval of the seed-weighted resamples, and each pair's own."""
     pooled = (samples_bp * seed_w).sum(axis=1) / seed_w.sum(axis=1)
-    lo, hi = percentile_interval(pooled, confidence)
-    out = {"delta": float(np.mean(point_p)), "low": lo, "high": hi}
+    delta = float(np.mean(point_p))
+    lo, hi = percentile_interval(pooled, confidence, point=delta if bias_corrected else None)
+    out = {"delta": delta, "low": lo, "high": hi}
     if len(point_p) > 1:
         out["per_seed"] = []
         for j in range(len(point_p)):
-            plo, phi = percentile_interval(samples_bp[:, j], confidence)
+            plo, phi = percentile_interval(samples_bp[:, j], confidence,
+                                           point=float(point_p[j]) if bias_corrected else None)
             out["per_seed"].append({"delta": float(point_p[j]), "low": plo, "high": phi})
     return out
 
@@ -524,7 +540,8 @@ def comparison(tasks: dict, labels: dict, systems: dict[str, System], *, score_t
         "calibration": f"ECE over {ece_bins} equal-width bins of the top-class probability (a fraction, 0-1); "
                        "multi-class Brier score; eval splits pooled; classification tasks only",
         "calibration_deltas": "ECE and Brier score, the same paired bootstrap (each eval split's examples "
-                              "and the seeds drawn with replacement); negative means the student is better "
+                              "and the seeds drawn with replacement) with bias-corrected percentile intervals "
+                              "(a resample's ECE is biased upward); negative means the student is better "
                               "calibrated",
         "fast_metrics": {t: sc.fast is not None for t, sc in scorers.items()},
     }}

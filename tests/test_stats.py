@@ -149,6 +149,15 @@ def test_calibration_by_hand():
     assert brier_score(probs, labels) == pytest.approx((0.02 + 0.72 + 0.18 + 0.605) / 4)
 
 
+def test_bias_corrected_interval_by_hand():
+    samples = np.arange(1, 1001) / 1000  # uniform on (0, 1]
+    # centred on its estimate it is the percentile interval (z0 = 0, up to the half-counted tie)
+    assert percentile_interval(samples, point=0.5) == pytest.approx(percentile_interval(samples), abs=2e-4)
+    # 29.95 % of resamples below the estimate .3: z0 = inv_cdf(.2995) = -.5254, so the quantiles are
+    # Phi(2 z0 -/+ 1.96) = .0013 and .8183 of the samples
+    assert percentile_interval(samples, point=0.3) == pytest.approx((0.0023, 0.8183), abs=2e-4)
+
+
 def test_calibration_on_counts_is_calibration_on_the_drawn_rows():
     rng = np.random.default_rng(3)
     probs = rng.dirichlet([1.0, 1.0, 1.0], size=40)
