@@ -155,16 +155,6 @@ def calibration_on_counts(probs, labels, W, bins: int = ECE_BINS) -> tuple[np.nd
     return ece, brier
 
 
-def _calibration_samples(system: System, run: int, task: str, splits: list[str], y: np.ndarray,
-                         blocks: list[np.ndarray], bins: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """One run's ECE and Brier score on every resample (blocks of counts) and on the full set."""
-    p = np.concatenate([probabilities(system.runs[run][task][s], system.kind) for s in splits])
-    parts = [calibration_on_counts(p, y, w, bins) for w in blocks]
-    full = calibration_on_counts(p, y, np.ones((1, len(y))), bins)
-    return (np.concatenate([e for e, _ in parts]), np.concatenate([br for _, br in parts]),
-            (float(full[0][0]), float(full[1][0])))
-
-
 def calibration_deltas(labels: dict, a: System, b: System, *, pairs: list[tuple[int, int]],
                        resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
                        bins: int = ECE_BINS) -> dict:
@@ -181,15 +171,24 @@ def calibration_deltas(labels: dict, a: System, b: System, *, pairs: list[tuple[
         splits = sorted(by_split)
         y = np.concatenate([np.asarray(by_split[s]).reshape(-1) for s in splits])
         sizes = [len(np.asarray(by_split[s]).reshape(-1)) for s in splits]
+        probs = {(side, i): np.concatenate([probabilities(system.runs[i][t][s], system.kind) for s in splits])
+                 for side, system, idx in (("a", a, 0), ("b", b, 1)) for i in {pair[idx] for pair in pairs}}
+        full = {k: calibration_on_counts(pr, y, np.ones((1, len(y))), bins) for k, pr in probs.items()}
+        # [B] ECE and Brier per run, a block of resamples at a time so [block, N] stays small
+        ece = {k: [] for k in probs}
+        brier = {k: [] for k in probs}
         step = max(1, _BLOCK_CELLS // max(1, len(y)))
-        blocks = [np.hstack([resample_weights(n, min(step, resamples - i), rng) for n in sizes])
-                  for i in range(0, resamples, step)]
-        cache_a = {i: _calibration_samples(a, i, t, splits, y, blocks, bins) for i in {ia for ia, _ in pairs}}
-        cache_b = {i: _calibration_samples(b, i, t, splits, y, blocks, bins) for i in {ib for _, ib in pairs}}
+        for i in range(0, resamples, step):
+            w = np.hstack([resample_weights(n, min(step, resamples - i), rng) for n in sizes])
+            for k, pr in probs.items():
+                e, br = calibration_on_counts(pr, y, w, bins)
+                ece[k].append(e)
+                brier[k].append(br)
         entry = {}
-        for k, name in enumerate(("ece", "brier")):
-            samples = np.stack([cache_a[ia][k] - cache_b[ib][k] for ia, ib in pairs], axis=1)
-            point = np.array([cache_a[ia][2][k] - cache_b[ib][2][k] for ia, ib in pairs])
+        for j, (name, samples_by_run) in enumerate((("ece", ece), ("brier", brier))):
+            samples = np.stack([np.concatenate(samples_by_run["a", ia]) - np.concatenate(samples_by_run["b", ib])
+                                for ia, ib in pairs], axis=1)
+            point = np.array([full["a", ia][j][0] - full["b", ib][j][0] for ia, ib in pairs])
             entry[name] = _summarise(samples, point, seed_w, confidence, bias_corrected=True)
         out[t] = entry
     return out
