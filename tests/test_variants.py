@@ -185,6 +185,12 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     # the first variant is the run's student
     assert m["score"]["student"] == rows["l2"]["student"]
     assert m["comparison"]["method"]["score_tasks"] == ["rte"]
+    # every variant's calibration change against its own control (the first's is the run's, less the ensemble)
+    for name, v in m["variants"].items():
+        assert set(v["comparison"]["calibration_deltas"]) == {"student_vs_control"}, name
+        assert set(v["comparison"]["calibration_deltas"]["student_vs_control"]) == {"rte", "sst2"}
+    assert m["variants"]["l2"]["comparison"]["calibration_deltas"]["student_vs_control"] == \
+        m["comparison"]["calibration_deltas"]["student_vs_control"]
     report = (run_dir / "report.md").read_text()
     assert "The GLUE-style score averages rte; sst2 is reported but not averaged." in report
     assert "## Compression frontier" in report and "| l1-hidden | " in report
