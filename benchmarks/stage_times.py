@@ -1,4 +1,5 @@
-"""Training time per stage of a recipe version in a run folder, from each job's own ``result.json``.
+"""Compute per stage of a recipe version in a run folder: each training job's own ``result.json``, else the
+wall time a unit's marker recorded (``mtkd.stages.units.unit_seconds``; the report's "Compute per stage").
 
     python benchmarks/stage_times.py recipes/minilm-glue-kd.yaml runs/minilm-glue-kd [--set KEY=VALUE ...]
 
@@ -11,13 +12,13 @@ job and a total per stage; units not finished are listed as such.
 from __future__ import annotations
 
 import argparse
-import json
 
 from mtkd.progress import NullProgress
 from mtkd.recipe import load_recipe
 from mtkd.stages.context import RunContext, load_tasks
 from mtkd.stages.graph import execute
 from mtkd.stages.store import RunStore
+from mtkd.stages.units import stage_compute, unit_seconds
 
 
 def main() -> None:
@@ -29,7 +30,6 @@ def main() -> None:
     recipe = load_recipe(args.recipe, args.sets)
     ctx = RunContext(recipe, RunStore(args.run_dir), load_tasks(recipe), NullProgress())
     units = {**execute(ctx, resolve_only=True, until="student"), **execute(ctx, resolve_only=True, until="control")}
-    totals: dict[str, list[float]] = {}
     seen: set[str] = set()
     print(f"recipe {recipe.name} version {recipe.hash}")
     for uid, u in units.items():
@@ -38,20 +38,17 @@ def main() -> None:
         if u.marker is None:
             print(f"  {u.stage:15s} {uid:32s} not finished")
             continue
-        result = ctx.store.path(u.folder) / "result.json"
-        if not result.exists():  # logits, soft targets: no training job
-            continue
+        seconds = unit_seconds(ctx, u)
         shared = u.folder in seen
         seen.add(u.folder)
-        seconds = json.loads(result.read_text())["train_seconds"]
-        if not shared:
-            totals.setdefault(u.stage, []).append(seconds)
         mark = "  (the same unit as above)" if shared else ("  (reused)" if u.marker.get("recipe") != recipe.hash
                                                          else "")
-        print(f"  {u.stage:15s} {uid:32s} {seconds:8.1f} s{mark}")
-    for stage, values in totals.items():
-        print(f"{stage:15s} {len(values)} jobs, {sum(values):8.1f} s ({min(values):.0f}-{max(values):.0f} s each)")
-
+        shown = f"{seconds:8.1f} s" if seconds is not None else "       - s (not recorded)"
+        print(f"  {u.stage:15s} {uid:32s} {shown}{mark}")
+    for stage, c in stage_compute(ctx, units.values()).items():
+        each = f" ({c['min']:.0f}-{c['max']:.0f} s each)" if c["min"] is not None else ""
+        unknown = f", {c['unknown']} not recorded" if c["unknown"] else ""
+        print(f"{stage:15s} {c['units']} units, {c['seconds']:8.1f} s{each}{unknown}")
 
 if __name__ == "__main__":
     main()

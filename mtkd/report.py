@@ -320,10 +320,30 @@ def render_markdown(metrics: dict, recipe_name: str, recipe_hash: str) -> str:
     lines += frontier_lines(metrics)
     lines += ["", "## Every metric", ""] + _detail_rows(metrics)
     lines += serving_lines(metrics.get("serving"))
+    lines += compute_lines(metrics.get("compute"))
     if metrics.get("timings"):
-        lines += ["", "## Wall time per stage (the run that evaluated; stages it reused take ~0 s)", ""]
+        lines += ["", "## Wall time of the invocation that evaluated (stages it reused take ~0 s)", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in metrics["timings"].items()]
     return "\n".join(lines) + "\n"
+
+
+def compute_lines(compute: dict | None) -> list[str]:
+    """What each stage cost, over every unit this version uses, made in this run or an earlier one."""
+    if not compute:
+        return []
+    lines = ["", "## Compute per stage (every unit this version uses, made in this run or reused)", "",
+             "Training jobs: their `train_seconds` (summed over resumes); other units: the wall time of the run that "
+             "completed them.", "", "| stage | units | seconds | each |", "|---|---|---|---|"]
+    unknown = 0
+    for stage, c in compute.items():
+        each = f"{c['min']:,.0f}–{c['max']:,.0f} s" if c["min"] is not None else "—"
+        known = c["units"] - c["unknown"]
+        lines.append(f"| {stage} | {c['units']} | {c['seconds']:,.1f}"
+                     + (f" ({known} of {c['units']})" if c["unknown"] else "") + f" | {each} |")
+        unknown += c["unknown"]
+    if unknown:
+        lines += ["", f"{unknown} unit(s) were made before mtkd recorded their time and are not counted."]
+    return lines
 
 
 def rich_table(metrics: dict, recipe_name: str):

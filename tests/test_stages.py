@@ -215,6 +215,21 @@ def test_force_teachers_retrains_students_and_controls_and_settings_outside_keys
 
 
 @requires_minilm
+def test_the_report_gives_each_stages_compute_and_keeps_it_when_everything_is_reused(tiny):
+    recipe, run_dir = tiny
+    compute = json.loads((run_dir / "metrics.json").read_text())["compute"]
+    assert list(compute) == ["teachers", "logits", "soft-targets", "student", "control", "evaluate"]
+    for stage, c in compute.items():
+        assert c["units"] >= 1 and c["unknown"] == 0 and 0 < c["min"] <= c["max"] <= c["seconds"], stage
+    # a training stage's figure is its jobs' own train_seconds (summed over resumes), not the run's wall time
+    (student,) = (run_dir / "students").glob("*/result.json")
+    assert compute["student"]["seconds"] == pytest.approx(json.loads(student.read_text())["train_seconds"])
+    assert "## Compute per stage" in (run_dir / "report.md").read_text()
+    run(recipe)  # every stage reused: the same figures, not the zeros of this invocation's wall time
+    assert json.loads((run_dir / "metrics.json").read_text())["compute"] == compute
+
+
+@requires_minilm
 def test_a_deleted_output_is_recomputed(tiny):
     recipe, run_dir = tiny
     (soft,) = run_dir.glob("soft_targets/*/rte.safetensors")

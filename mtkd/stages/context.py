@@ -83,6 +83,7 @@ class RunContext:
     progress: Any = field(default_factory=NullProgress)
     timings: dict = field(default_factory=dict)
     metrics: dict | None = None  # set by the report stage
+    units: dict = field(default_factory=dict)  # every unit of this version by id, as execute() resolves them
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,7 @@ from ..scores import mean_std
 from .context import RunContext, selection_info
 from .graph import Unit
 from .search import evaluation_block, training_budget, trial_ids
-from .units import aggregate, data_fields, job_result, member_logits, teacher_model_dir
+from .units import aggregate, data_fields, job_result, member_logits, stage_compute, teacher_model_dir
 from .variants import has_variants, student_variants
 
 
@@ -407,6 +407,7 @@ def run_report(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> dict
     ev = json.loads((ctx.store.path(inputs["evaluate"].folder) / "evaluation.json").read_text())
     metrics = build_metrics(ev, ctx.recipe.score_tasks())
     metrics["recipe_hash"] = ctx.recipe.hash
+    metrics["compute"] = stage_compute(ctx, ctx.units.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     from ..plots import plot_run
 

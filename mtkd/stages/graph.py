@@ -144,6 +144,7 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
     state = ctx.state
     planned = plan_all(ctx)
     units: dict[str, Unit] = {}
+    ctx.units = units
     digests: dict[str, str] = {}
     order = [s for s in stages() if until is None or s.name in ancestors(until) | {until}]
     wanted = {only} if only else set(GRAPH)
@@ -214,11 +215,13 @@ def execute(ctx, *, only: str | None = None, force=(), resolve_only: bool = Fals
 
                 shutil.rmtree(out_dir)  # a replacement a killed run left half-built
             state.wait_for_everyone()
+            t0 = time.perf_counter()
             info = stage.run(ctx, u, out_dir, {d: units[d] for d in u.deps}) or {}
             if ctx.main:
                 rel = ctx.store.rel(out_dir)
                 u.marker = ctx.store.write_marker(rel, stage=stage.name, key=u.key,
-                                                  outputs=stage.outputs(out_dir), info=info, recipe=ctx.recipe.hash)
+                                                  outputs=stage.outputs(out_dir), info=info, recipe=ctx.recipe.hash,
+                                                  seconds=time.perf_counter() - t0)
                 if replacing:
                     ctx.store.swap_in(u.folder)
                 ctx.store.record_units(ctx.recipe.hash, [u.folder])

@@ -196,9 +196,10 @@ class RunStore:
             return None
 
     def write_marker(self, folder: str, *, stage: str, key: str, outputs: list[str], info: dict | None = None,
-                     recipe: str | None = None) -> dict:
+                     recipe: str | None = None, seconds: float | None = None) -> dict:
         """Record the unit's outputs (size and digest each) last: the unit is complete once this exists.
-        ``recipe``: the hash of the recipe version that made it (``mtkd runs gc`` tells such units apart)."""
+        ``recipe``: the hash of the recipe version that made it (``mtkd runs gc`` tells such units apart);
+        ``seconds``: the wall time of the run that completed it (a resumed job's earlier runs are not in it)."""
         base = self.path(folder)
         files = {}
         for name in outputs:
@@ -211,6 +212,8 @@ class RunStore:
                   "digest": combine({n: f["sha256"] for n, f in files.items()}), "info": info or {}}
         if recipe:
             marker["recipe"] = recipe
+        if seconds is not None:
+            marker["seconds"] = round(seconds, 3)
         self.write_json(f"{folder}/{MARKER}", marker)
         return marker
 

@@ -440,6 +440,38 @@ def job_result(ctx: RunContext, unit: Unit) -> dict:
     return json.loads((ctx.store.path(unit.folder) / "result.json").read_text())
 
 
+def unit_seconds(ctx: RunContext, unit: Unit) -> float | None:
+    """The compute a finished unit took: a training job's ``train_seconds`` (``result.json``, summed over
+    resumes), else the wall time its marker recorded; None for a unit made before markers recorded it."""
+    result = ctx.store.path(unit.folder) / "result.json"
+    if result.is_file():
+        seconds = job_result(ctx, unit).get("train_seconds")
+    else:
+        seconds = (unit.marker or {}).get("seconds")
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def stage_compute(ctx: RunContext, units) -> dict:
+    """Per stage, in order: how many finished units this version uses (a folder shared by several units
+    counts once), the seconds they took and the range; ``unknown``: units with no recorded time."""
+    out: dict = {}
+    seen: set[str] = set()
+    for u in units:
+        if not u.folder or u.marker is None or u.folder in seen or u.stage == "report":
+            continue
+        seen.add(u.folder)
+        entry = out.setdefault(u.stage, {"units": 0, "seconds": 0.0, "min": None, "max": None, "unknown": 0})
+        entry["units"] += 1
+        seconds = unit_seconds(ctx, u)
+        if seconds is None:
+            entry["unknown"] += 1
+            continue
+        entry["seconds"] += seconds
+        entry["min"] = seconds if entry["min"] is None else min(entry["min"], seconds)
+        entry["max"] = seconds if entry["max"] is None else max(entry["max"], seconds)
+    return out
+
+
 # ---------------------------------------------------------------- declarations
 
 
