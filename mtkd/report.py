@@ -336,7 +336,8 @@ def compute_lines(compute: dict | None) -> list[str]:
              "completed them.", "", "| stage | units | seconds | each |", "|---|---|---|---|"]
     unknown = 0
     for stage, c in compute.items():
-        each = f"{c['min']:,.0f}–{c['max']:,.0f} s" if c["min"] is not None else "—"
+        digits = 0 if c["min"] is not None and c["max"] >= 10 else 1  # a sub-second unit is not "0 s"
+        each = f"{c['min']:,.{digits}f}–{c['max']:,.{digits}f} s" if c["min"] is not None else "—"
         known = c["units"] - c["unknown"]
         lines.append(f"| {stage} | {c['units']} | {c['seconds']:,.1f}"
                      + (f" ({known} of {c['units']})" if c["unknown"] else "") + f" | {each} |")

@@ -475,3 +475,25 @@ def test_yaml_string_lr_reaches_training_as_a_float(tmp_path):
                                  "members:\n  - seed: 1\n  - seed: 2\n    training: {lr: 3e-5}\n"))
     assert yaml.safe_load(path.read_text())["teachers"]["members"][1]["training"]["lr"] == "3e-5"
     assert variation_config(load_recipe(path), 1)["training"]["lr"] == 3e-5
+
+
+def test_a_unit_without_a_finite_time_is_counted_as_not_recorded(tmp_path):
+    from types import SimpleNamespace
+
+    from mtkd.stages.graph import Unit
+    from mtkd.stages.store import RunStore
+    from mtkd.stages.units import stage_compute
+
+    store = RunStore(tmp_path)
+    units = []
+    for i, (result, marker) in enumerate([({"train_seconds": 12.5}, {}), ({"train_seconds": float("nan")}, {}),
+                                          (None, {"seconds": 3.0}), (None, {})]):
+        folder = f"s/{i}"
+        store.path(folder).mkdir(parents=True)
+        if result is not None:
+            (store.path(folder) / "result.json").write_text(json.dumps(result))
+        units.append(Unit(f"u{i}", "student" if result is not None else "logits", {}, folder=folder, marker=marker))
+    units.append(Unit("again", "student", {}, folder="s/0", marker={}))  # a shared folder counts once
+    out = stage_compute(SimpleNamespace(store=store), units)
+    assert out == {"student": {"units": 2, "seconds": 12.5, "min": 12.5, "max": 12.5, "unknown": 1},
+                   "logits": {"units": 2, "seconds": 3.0, "min": 3.0, "max": 3.0, "unknown": 1}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -448,7 +449,8 @@ def unit_seconds(ctx: RunContext, unit: Unit) -> float | None:
         seconds = job_result(ctx, unit).get("train_seconds")
     else:
         seconds = (unit.marker or {}).get("seconds")
-    return float(seconds) if isinstance(seconds, (int, float)) else None
+    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    return float(seconds) if ok else None
 
 
 def stage_compute(ctx: RunContext, units) -> dict:
