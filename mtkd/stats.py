@@ -104,34 +104,24 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
     Equal-width bins over [0, 1] (a confidence of exactly 1 falls in the last bin), as in
     Guo et al. 2017. A fraction in [0, 1], not x100.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).reshape(-1)
-    conf = probs.max(axis=-1)
-    correct = (probs.argmax(axis=-1) == labels).astype(np.float64)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    n = len(labels)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() / n * abs(correct[mask].mean() - conf[mask].mean())
-    return float(total)
+    return _calibration_on_all(probs, labels, bins)["ece"]
 
 
 def brier_score(probs, labels) -> float:
     """Multi-class Brier score: mean over examples of ``sum_c (p_c - 1[y = c])^2`` (0 best, 2 worst)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).reshape(-1).astype(int)
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(len(labels)), labels] = 1.0
-    return float(((probs - onehot) ** 2).sum(axis=-1).mean())
+    return _calibration_on_all(probs, labels)["brier"]
 
 
 def calibration(outputs_by_split: dict, labels_by_split: dict, kind: str, bins: int = ECE_BINS) -> dict:
     """ECE and Brier score of one classification model on a task, its eval splits pooled."""
     probs = np.concatenate([probabilities(outputs_by_split[s], kind) for s in sorted(outputs_by_split)])
     labels = np.concatenate([np.asarray(labels_by_split[s]).reshape(-1) for s in sorted(outputs_by_split)])
-    return {"ece": expected_calibration_error(probs, labels, bins), "brier": brier_score(probs, labels)}
+    return _calibration_on_all(probs, labels, bins)
+
+
+def _calibration_on_all(probs, labels, bins: int = ECE_BINS) -> dict:
+    ece, brier = calibration_on_counts(probs, labels, np.ones((1, len(np.asarray(labels).reshape(-1)))), bins)
+    return {"ece": float(ece[0]), "brier": float(brier[0])}
 
 
 def calibration_on_counts(probs, labels, W, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
