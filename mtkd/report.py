@@ -266,14 +266,18 @@ def frontier_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """The frontier table: one row per student variant (``metrics["frontier"]``)."""
     fr = metrics["frontier"]
     speed = f"ex/s (batch {fr['batch_size']})" if fr["axis"] == "examples_per_s" else "ex/s"
-    header = ["variant", "params", speed, "student", "control", "student − control", "frontier"]
+    header = ["variant", "params", speed, "student", "control", "student − control",
+              "student − sibling", "frontier"]
     rows = []
     for r in fr["variants"]:
         rows.append([r["variant"], f"{r['parameters'] / 1e6:.2f} M",
                      f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "—",
                      _mean_pm(r["student"], r["student_std"]), _mean_pm(r["control"], r["control_std"])
                      + (f" ({r['control_of']}'s)" if r.get("control_of", r["variant"]) != r["variant"] else ""),
-                     _interval(r["student_minus_control"]), "yes" if r["pareto"] else ""])
+                     _interval(r["student_minus_control"]),
+                     f"{_interval(r['student_minus_variant'])} ({r['student_minus_variant']['variant']}'s)"
+                     if r.get("student_minus_variant") else "—",
+                     "yes" if r["pareto"] else ""])
     return header, rows
 
 
@@ -287,7 +291,9 @@ def frontier_lines(metrics: dict) -> list[str]:
     lines = ["", "## Compression frontier (student variants)", "",
              "Each variant is trained for every seed with its control (the variant's set-up on hard labels only; "
              "variants that differ only in the soft objective share it). GLUE-style scores ± std over seeds; "
-             "student − control with its 95 % paired bootstrap interval. `frontier`: no other variant is at least "
+             "student − control with its 95 % paired bootstrap interval; student − sibling: where a variant shares "
+             "its control with another (they differ only in the soft objective), its students against that "
+             "variant's, paired by seed, with the same bootstrap: the objective's own effect. `frontier`: no other variant is at least "
              f"as good and at least as cheap, and better in one (cost: {cost}). The first variant is the "
              "student of the tables above.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -305,6 +311,25 @@ def frontier_lines(metrics: dict) -> list[str]:
                 m = variants[n]["tasks"].get(t, {}).get(k)
                 cells.append(f"{task_score(m):.2f}" if m else "—")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += _variant_calibration_lines(variants)
+    return lines
+
+
+def _variant_calibration_lines(variants: dict) -> list[str]:
+    """Each variant's change in ECE against its control (and the same-control variant's student), with intervals."""
+    cols = []
+    for n, v in variants.items():
+        deltas = (v.get("comparison") or {}).get("calibration_deltas") or {}
+        other = ((v.get("comparison") or {}).get("student_vs_variant") or {}).get("variant")
+        cols += [(f"{n} − control", deltas["student_vs_control"])] if "student_vs_control" in deltas else []
+        cols += [(f"{n} − {other}", deltas["student_vs_variant"])] if "student_vs_variant" in deltas else []
+    if not cols:
+        return []
+    lines = ["", "Change in ECE per variant (student − control, and against the student of the variant whose control "
+             "it shares; 95 % bias-corrected paired bootstrap interval; negative is better calibrated):", "",
+             "| task | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for t in sorted({t for _, d in cols for t in d}):
+        lines.append(f"| {t} | " + " | ".join(_interval3(d.get(t, {}).get("ece")) for _, d in cols) + " |")
     return lines
 
 
@@ -378,14 +403,19 @@ def print_report(metrics: dict, recipe_name: str, console) -> None:
     for warning in (metrics.get("budget") or {}).get("warnings", []):
         console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
     if metrics.get("frontier"):
+        from rich import box
         from rich.table import Table
 
         header, rows = frontier_rows(metrics)
-        frontier = Table(title="compression frontier: student variants (GLUE-style, x100)",
-                         caption="student − control: 95 % paired bootstrap interval; frontier: on the "
-                                 "quality/speed Pareto frontier")
-        for h in header:
-            frontier.add_column(h, justify="left" if h == "variant" else "right")
+        # A light box and each column at least its longest word wide: at 80 columns the figures wrap, not "…".
+        frontier = Table(title="compression frontier: student variants (GLUE-style, x100)", box=box.SIMPLE_HEAD,
+                         pad_edge=False, collapse_padding=True,
+                         caption="student − control: 95 % paired bootstrap interval; student − sibling: against "
+                                 "the students of the variant whose control it shares (only the objective "
+                                 "differs); frontier: on the quality/speed Pareto frontier")
+        for i, h in enumerate(header):
+            frontier.add_column(h, justify="left" if h == "variant" else "right",
+                                min_width=max(len(w) for text in [h] + [r[i] for r in rows] for w in text.split()))
         for r in rows:
             frontier.add_row(*r)
         console.print(frontier)

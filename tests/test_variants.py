@@ -187,15 +187,29 @@ def test_a_tiny_compression_sweep_end_to_end(mtkd_run_recipe, mtkd_plugins):
     assert m["comparison"]["method"]["score_tasks"] == ["rte"]
     # every variant's calibration change against its own control (the first's is the run's, less the ensemble)
     for name, v in m["variants"].items():
-        assert set(v["comparison"]["calibration_deltas"]) == {"student_vs_control"}, name
-        assert set(v["comparison"]["calibration_deltas"]["student_vs_control"]) == {"rte", "sst2"}
+        pairs = {"student_vs_control"} | ({"student_vs_variant"} if name == "l1-hidden" else set())
+        assert set(v["comparison"]["calibration_deltas"]) == pairs, name
+        for p in pairs:
+            assert set(v["comparison"]["calibration_deltas"][p]) == {"rte", "sst2"}
+    # the objective's own effect: l1-hidden's students against l1's (the variant whose control it shares)
+    vs = m["variants"]["l1-hidden"]["comparison"]["student_vs_variant"]
+    assert vs["variant"] == "l1" and vs["seeds"] == [1]
+    assert vs["score"]["delta"] == pytest.approx(rows["l1-hidden"]["student"] - rows["l1"]["student"])
+    assert rows["l1-hidden"]["student_minus_variant"] == {"variant": "l1", **{k: vs["score"][k] for k in
+                                                                              ("delta", "low", "high")}}
+    assert rows["l2"]["student_minus_variant"] is None and rows["l1"]["student_minus_variant"] is None
+    assert "student_vs_variant" not in m["variants"]["l1"]["comparison"]
     assert m["variants"]["l2"]["comparison"]["calibration_deltas"]["student_vs_control"] == \
         m["comparison"]["calibration_deltas"]["student_vs_control"]
     report = (run_dir / "report.md").read_text()
     assert "The GLUE-style score averages rte; sst2 is reported but not averaged." in report
     assert "## Compression frontier" in report and "| l1-hidden | " in report
     assert "| student l1 |" in report  # the serving table has every variant
-    assert "(l1's)" in report.split("## Compression frontier")[1]  # l1-hidden's control is said to be l1's
+    frontier_md = report.split("## Compression frontier")[1]
+    assert "(l1's)" in frontier_md  # l1-hidden's control is said to be l1's
+    hidden_row = next(line for line in frontier_md.splitlines() if line.startswith("| l1-hidden | "))
+    assert f"{vs['score']['delta']:+.2f} [{vs['score']['low']:+.2f}, {vs['score']['high']:+.2f}] (l1's)" in hidden_row
+    assert "| task | l2 − control | l1 − control | l1-hidden − control | l1-hidden − l1 |" in frontier_md
     out = " ".join(result.output.split())
     assert "compression frontier" in out and "l1-hidden" in out
     assert "quality_vs_cost.png" in m["plots"]
@@ -289,6 +303,6 @@ def test_the_report_renders_a_sweep_without_controls_or_serving():
                "variants": variants, "frontier": frontier}
     text = render_markdown(metrics, "sweep", "abc")
     assert "cost: the parameter count" in text
-    assert "| l6 | 22.00 M | — | 80.00 | — | — | yes |" in text  # better: on the frontier despite its size
-    assert "| l3 | 13.00 M | — | 77.00 | — | — | yes |" in text  # smaller: on it too
+    assert "| l6 | 22.00 M | — | 80.00 | — | — | — | yes |" in text  # better: on the frontier despite its size
+    assert "| l3 | 13.00 M | — | 77.00 | — | — | — | yes |" in text  # smaller: on it too
     assert "| task | l6 student | l3 student |" in text

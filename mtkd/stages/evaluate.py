@@ -177,6 +177,15 @@ def run_evaluate(ctx: RunContext, unit: Unit, out_dir: Path, inputs: dict) -> di
                     comp["calibration_deltas"] = {"student_vs_control": main["calibration_deltas"]["student_vs_control"]}
             else:
                 comp = comparison_block(ctx, [], [], {}, pv["students"], pv["controls"], pv["seeds"], score_tasks)
+            if pv["control_of"] != v.name and pv["students"]:
+                # Variants that share a control differ only in the soft objective: this one's students against
+                # the other's, paired by seed, is that objective's own effect (the same bootstrap).
+                other = per_variant[pv["control_of"]]
+                vs = comparison_block(ctx, [], [], {}, pv["students"], other["students"], pv["seeds"], score_tasks)
+                comp["student_vs_variant"] = {"variant": pv["control_of"], **vs["student_vs_control"]}
+                if "student_vs_control" in vs.get("calibration_deltas", {}):
+                    comp.setdefault("calibration_deltas", {})["student_vs_variant"] = \
+                        vs["calibration_deltas"]["student_vs_control"]
             out["variants"][v.name] = {
                 "students": [_metrics_of(ctx, o) for o in pv["students"]],
                 "controls": [_metrics_of(ctx, o) for o in pv["controls"]],

@@ -100,6 +100,14 @@ def dominates(a: dict, b: dict, axis: str) -> bool:
     return a["student"] >= b["student"] and cost_ok and (a["student"] > b["student"] or cost_better)
 
 
+def _versus_variant(comparison: dict) -> dict | None:
+    """The GLUE-style student − student of the variant whose control this one shares, or None."""
+    vs = comparison.get("student_vs_variant")
+    if not vs or "score" not in vs:
+        return None
+    return {"variant": vs["variant"], **{k: vs["score"][k] for k in ("delta", "low", "high")}}
+
+
 def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
     """metrics.json's ``variants`` (per variant: per-task and GLUE-style scores of its students and
     controls, its parameters, serving cost and student − control comparison) and ``frontier``: per variant
@@ -140,7 +148,8 @@ def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
                      "student": score.get("student"), "student_std": score.get("student_std"),
                      "control": score.get("control"), "control_std": score.get("control_std"),
                      "control_of": v.get("control_of", name),
-                     "student_minus_control": {k: delta[k] for k in ("delta", "low", "high")} if delta else None})
+                     "student_minus_control": {k: delta[k] for k in ("delta", "low", "high")} if delta else None,
+                     "student_minus_variant": _versus_variant(v["comparison"])})
     axis = "examples_per_s" if rows and all(r["examples_per_s"] for r in rows) else "parameters"
     for r in rows:
         r["pareto"] = _finite(r["student"]) and not any(dominates(o, r, axis) for o in rows if o is not r)
