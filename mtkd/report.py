@@ -291,11 +291,11 @@ def frontier_lines(metrics: dict) -> list[str]:
     lines = ["", "## Compression frontier (student variants)", "",
              "Each variant is trained for every seed with its control (the variant's set-up on hard labels only; "
              "variants that differ only in the soft objective share it). GLUE-style scores ± std over seeds; "
-             "student − control with its 95 % paired bootstrap interval; student − sibling: where a variant shares "
-             "its control with another (they differ only in the soft objective), its students against that "
-             "variant's, paired by seed, with the same bootstrap: the objective's own effect. `frontier`: no other variant is at least "
-             f"as good and at least as cheap, and better in one (cost: {cost}). The first variant is the "
-             "student of the tables above.", "",
+             "student − control with its 95 % paired bootstrap interval; student − sibling: where a variant "
+             "shares its control with another (they differ only in the soft objective), its students against "
+             "that variant's, paired by seed, with the same bootstrap: the objective's own effect. `frontier`: "
+             f"no other variant is at least as good and at least as cheap, and better in one (cost: {cost}). "
+             "The first variant is the student of the tables above.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     variants = metrics.get("variants") or {}

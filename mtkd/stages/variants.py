@@ -100,12 +100,14 @@ def dominates(a: dict, b: dict, axis: str) -> bool:
     return a["student"] >= b["student"] and cost_ok and (a["student"] > b["student"] or cost_better)
 
 
-def _versus_variant(comparison: dict) -> dict | None:
-    """The GLUE-style student − student of the variant whose control this one shares, or None."""
-    vs = comparison.get("student_vs_variant")
-    if not vs or "score" not in vs:
+def _score_interval(comparison: dict, pair: str) -> dict | None:
+    """The GLUE-style delta and its interval of one of a variant's comparisons (``student_vs_control``,
+    ``student_vs_variant``, which also names the variant), or None where it has none."""
+    block = comparison.get(pair) or {}
+    if "score" not in block:
         return None
-    return {"variant": vs["variant"], **{k: vs["score"][k] for k in ("delta", "low", "high")}}
+    return {**({"variant": block["variant"]} if "variant" in block else {}),
+            **{k: block["score"][k] for k in ("delta", "low", "high")}}
 
 
 def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
@@ -141,15 +143,14 @@ def variant_metrics(ev: dict, glue_score) -> tuple[dict, dict]:
                      "train_seconds": v["train_seconds"], "comparison": v["comparison"],
                      "control_of": v.get("control_of", name)}
         batches = sorted((int(k.split("_")[1]), b) for k, b in (cost or {}).items() if k.startswith("batch_"))
-        delta = (v["comparison"].get("student_vs_control") or {}).get("score")
         rows.append({"variant": name, "parameters": v["parameters"],
                      "examples_per_s": batches[-1][1]["examples_per_s"] if batches else None,
                      "batch_size": batches[-1][0] if batches else None,
                      "student": score.get("student"), "student_std": score.get("student_std"),
                      "control": score.get("control"), "control_std": score.get("control_std"),
                      "control_of": v.get("control_of", name),
-                     "student_minus_control": {k: delta[k] for k in ("delta", "low", "high")} if delta else None,
-                     "student_minus_variant": _versus_variant(v["comparison"])})
+                     "student_minus_control": _score_interval(v["comparison"], "student_vs_control"),
+                     "student_minus_variant": _score_interval(v["comparison"], "student_vs_variant")})
     axis = "examples_per_s" if rows and all(r["examples_per_s"] for r in rows) else "parameters"
     for r in rows:
         r["pareto"] = _finite(r["student"]) and not any(dominates(o, r, axis) for o in rows if o is not r)
